@@ -1,0 +1,84 @@
+//! One settings struct, read from environment variables. Every variable and its default is listed in
+//! `.env.example` and the README; the defaults work on a developer machine with local PostgreSQL and Redis.
+
+use std::{env, net::SocketAddr, str::FromStr, time::Duration};
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// PostgreSQL connection string; the api creates the database when it is missing.
+    pub database_url: String,
+    /// Connections in each process's PostgreSQL pool.
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    /// Every Redis key this service writes starts with this prefix (tests use one per test).
+    pub redis_key_prefix: String,
+    pub api_addr: SocketAddr,
+    /// Lifetime of a cached product (`GET /products/{id}/cached`).
+    pub cache_ttl: Duration,
+    /// Bearer token for catalogue writes; `None` means the api generates one at start and logs it.
+    pub admin_token: Option<String>,
+    /// Orders processed at once by one worker process.
+    pub worker_concurrency: usize,
+    /// The simulated fulfilment step of each order.
+    pub order_processing_delay: Duration,
+    /// Probability (0..1) that a fulfilment try fails, for demos of retries and failures.
+    pub order_failure_rate: f64,
+    /// Fulfilment tries per order before it is marked `failed` (and deliveries counted in PostgreSQL).
+    pub order_max_attempts: i32,
+    /// An order left `pending`/`processing` this long is re-enqueued by the sweeper.
+    pub order_stale_after: Duration,
+    /// How often the sweeper looks for stale orders.
+    pub sweep_interval: Duration,
+    /// The sweeper keeps the Redis queue at most this deep; the rest waits, safe, in PostgreSQL.
+    pub queue_max_backlog: usize,
+    /// `RUST_LOG`-style filter.
+    pub log_filter: String,
+    /// `json` for one JSON object per line, anything else for human-readable logs.
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Reads every setting from the environment, falling back to the documented defaults.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            database_url: var(
+                "DATABASE_URL",
+                "postgres://postgres:postgres@127.0.0.1:5432/pricing",
+            ),
+            database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 20)?,
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+            redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
+            api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            cache_ttl: Duration::from_secs(parse("CACHE_TTL", 300)?),
+            admin_token: env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            worker_concurrency: parse("WORKER_CONCURRENCY", 64)?,
+            order_processing_delay: Duration::from_millis(parse("ORDER_PROCESSING_DELAY_MS", 100)?),
+            order_failure_rate: parse("ORDER_FAILURE_RATE", 0.0)?,
+            order_max_attempts: parse("ORDER_MAX_ATTEMPTS", 5)?,
+            order_stale_after: Duration::from_secs(parse("ORDER_STALE_AFTER_SECS", 30)?),
+            sweep_interval: Duration::from_millis(parse("SWEEP_INTERVAL_MS", 2000)?),
+            queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
+            log_filter: var("RUST_LOG", "info,sqlx=warn"),
+            log_format: var("LOG_FORMAT", "text"),
+        })
+    }
+}
+
+fn var(name: &str, default: &str) -> String {
+    env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}")),
+        _ => Ok(default),
+    }
+}

@@ -1,0 +1,23 @@
+//! Column lists shared by several queries, as macros so each query stays one `&'static str` (sqlx 0.9 wants
+//! SQL it can see is not built from input).
+
+macro_rules! product_columns {
+    () => {
+        "id, sku, name, category, price, stock, version, created_at, updated_at"
+    };
+}
+
+/// The same, qualified, for queries that join or update `FROM` another table.
+macro_rules! locked_product_columns {
+    () => {
+        "products.id, products.sku, products.name, products.category, products.price, products.stock, \
+         products.version, products.created_at, products.updated_at"
+    };
+}
+
+macro_rules! order_columns {
+    () => {
+        "id, user_id, status, total_price, attempts, failure_reason, created_at, updated_at, \
+         processing_started_at, completed_at"
+    };
+}

@@ -1,0 +1,73 @@
+//! PostgreSQL: the pool, creating the database and running migrations, and one repository module per table.
+//! Queries are runtime-checked (`query_as` + `FromRow`) so the build needs no database.
+
+#[macro_use]
+mod columns;
+pub mod orders;
+pub mod products;
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    ConnectOptions, Connection, PgPool,
+};
+
+use crate::Settings;
+
+/// Connects to the configured database, creating it first when it does not exist yet.
+pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
+    let options = PgConnectOptions::from_str(&settings.database_url)?;
+    create_database_if_missing(&options).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(settings.database_max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies the migrations in `migrations/` (embedded at build time). Safe to run from several processes.
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    sqlx::migrate!("../../migrations").run(pool).await?;
+    Ok(())
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options.clone().database("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        // The name comes from our own configuration and is quoted above.
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our CREATE.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await?;
+    Ok(())
+}
+
+/// Postgres error codes we turn into client errors.
+pub(crate) fn constraint_of(err: &sqlx::Error) -> Option<(&str, String)> {
+    match err {
+        sqlx::Error::Database(e) => Some((
+            e.constraint().unwrap_or_default(),
+            e.code().map(|c| c.into_owned()).unwrap_or_default(),
+        )),
+        _ => None,
+    }
+}

@@ -1,0 +1,391 @@
+//! The `orders` and `order_items` tables: buying (all-or-nothing, never oversold), the processing state
+//! machine the worker drives, cancellation, and the counters behind the metrics.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::{
+    domain::{NewOrder, Order, OrderItem, OrderStats, OrderStatus, Page, Product, ProductRef},
+    money::round_cents,
+    Error, Result,
+};
+
+/// Places an order in one transaction: locks every product involved in ascending id order (so two orders
+/// over the same products never deadlock), checks stock, decrements it and records the order. Returns the
+/// order and the products as they are after the sale (for the cache).
+#[tracing::instrument(skip(pool, new), fields(lines = new.lines.len()))]
+pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product>)> {
+    let ids: Vec<i64> = new
+        .lines
+        .iter()
+        .filter_map(|(r, _)| match r {
+            ProductRef::Id(id) => Some(*id),
+            ProductRef::Sku(_) => None,
+        })
+        .collect();
+    let skus: Vec<String> = new
+        .lines
+        .iter()
+        .filter_map(|(r, _)| match r {
+            ProductRef::Sku(s) => Some(s.clone()),
+            ProductRef::Id(_) => None,
+        })
+        .collect();
+
+    let mut tx = pool.begin().await?;
+    let locked = sqlx::query_as::<_, Product>(concat!(
+        "SELECT ",
+        locked_product_columns!(),
+        " FROM products WHERE id = ANY($1) OR sku = ANY($2) ORDER BY id FOR UPDATE"
+    ))
+    .bind(&ids)
+    .bind(&skus)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    // Quantity wanted per product id, lines naming the same product merged.
+    let mut wanted: BTreeMap<i64, (i32, Decimal)> = BTreeMap::new();
+    for (product_ref, quantity) in &new.lines {
+        let product = locked
+            .iter()
+            .find(|p| match product_ref {
+                ProductRef::Id(id) => p.id == *id,
+                ProductRef::Sku(sku) => &p.sku == sku,
+            })
+            .ok_or_else(|| Error::NotFound(format!("Product {product_ref} not found")))?;
+        let entry = wanted.entry(product.id).or_insert((0, product.price));
+        entry.0 = entry.0.checked_add(*quantity).ok_or_else(|| {
+            Error::Validation(format!("quantity for product {} is too large", product.id))
+        })?;
+    }
+    for (&product_id, &(quantity, _)) in &wanted {
+        let available = locked
+            .iter()
+            .find(|p| p.id == product_id)
+            .map_or(0, |p| p.stock);
+        if available < quantity {
+            return Err(Error::InsufficientStock {
+                product_id,
+                available,
+                requested: quantity,
+            });
+        }
+    }
+    let total = round_cents(
+        wanted
+            .values()
+            .map(|(q, price)| price * Decimal::from(*q))
+            .sum(),
+    );
+    if let Some(shown) = new.expected_total {
+        if shown != total {
+            return Err(Error::TotalChanged {
+                shown,
+                current: total,
+            });
+        }
+    }
+
+    let product_ids: Vec<i64> = wanted.keys().copied().collect();
+    let quantities: Vec<i32> = wanted.values().map(|(q, _)| *q).collect();
+    let prices: Vec<Decimal> = wanted.values().map(|(_, p)| *p).collect();
+    let products = sqlx::query_as::<_, Product>(concat!(
+        "UPDATE products SET stock = stock - v.quantity
+         FROM unnest($1::bigint[], $2::int[]) AS v(id, quantity)
+         WHERE products.id = v.id RETURNING ",
+        locked_product_columns!()
+    ))
+    .bind(&product_ids)
+    .bind(&quantities)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut order = sqlx::query_as::<_, Order>(concat!(
+        "INSERT INTO orders (user_id, total_price) VALUES ($1, $2) RETURNING ",
+        order_columns!()
+    ))
+    .bind(&new.user_id)
+    .bind(total)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO order_items (order_id, product_id, quantity, unit_price)
+         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::numeric[])",
+    )
+    .bind(order.id)
+    .bind(&product_ids)
+    .bind(&quantities)
+    .bind(&prices)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    order.items = product_ids
+        .iter()
+        .zip(&quantities)
+        .zip(&prices)
+        .map(|((&product_id, &quantity), &unit_price)| OrderItem {
+            product_id,
+            quantity,
+            unit_price,
+        })
+        .collect();
+    Ok((order, products))
+}
+
+#[tracing::instrument(skip(pool))]
+pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
+    let order = sqlx::query_as::<_, Order>(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    let Some(mut order) = order else {
+        return Ok(None);
+    };
+    order.items = sqlx::query_as::<_, OrderItem>(
+        "SELECT product_id, quantity, unit_price FROM order_items WHERE order_id = $1 ORDER BY product_id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some(order))
+}
+
+pub async fn get(pool: &PgPool, id: i64) -> Result<Order> {
+    find(pool, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Order {id} not found")))
+}
+
+/// One page of orders, newest first, optionally of one status. The total comes from the counters table.
+#[tracing::instrument(skip(pool))]
+pub async fn list(
+    pool: &PgPool,
+    status: Option<OrderStatus>,
+    page: i64,
+    page_size: i64,
+) -> Result<Page<Order>> {
+    let mut orders = sqlx::query_as::<_, Order>(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE ($1::text IS NULL OR status = $1)
+         ORDER BY id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(status.map(OrderStatus::as_str))
+    .bind(page_size)
+    .bind((page - 1) * page_size)
+    .fetch_all(pool)
+    .await?;
+    let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        order_id: i64,
+        #[sqlx(flatten)]
+        item: OrderItem,
+    }
+    let rows = sqlx::query_as::<_, Row>(
+        "SELECT order_id, product_id, quantity, unit_price FROM order_items
+         WHERE order_id = ANY($1) ORDER BY order_id, product_id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    for row in rows {
+        if let Some(order) = orders.iter_mut().find(|o| o.id == row.order_id) {
+            order.items.push(row.item);
+        }
+    }
+    let stats = stats(pool).await?;
+    let total = match status {
+        Some(s) => stats.count(s),
+        None => stats.counts.iter().map(|(_, n)| n).sum(),
+    };
+    Ok(Page::new(orders, total, page, page_size))
+}
+
+/// Cancels a pending order and puts its stock back, in one transaction.
+#[tracing::instrument(skip(pool))]
+pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
+    let mut tx = pool.begin().await?;
+    let cancelled: Option<i64> = sqlx::query_scalar(
+        "UPDATE orders SET status = 'cancelled' WHERE id = $1 AND status = 'pending' RETURNING id",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if cancelled.is_none() {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(match status {
+            None => Error::NotFound(format!("Order {id} not found")),
+            Some(status) => Error::Conflict(format!(
+                "Order {id} is {status}; only pending orders can be cancelled"
+            )),
+        });
+    }
+    let products = restore_stock(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok((get(pool, id).await?, products))
+}
+
+/// Gives an order's stock back, locking its products in ascending id order like a purchase does.
+async fn restore_stock(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<Vec<Product>> {
+    sqlx::query(
+        "SELECT p.id FROM products p JOIN order_items i ON i.product_id = p.id
+         WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
+    )
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(sqlx::query_as::<_, Product>(concat!(
+        "UPDATE products SET stock = stock + i.quantity FROM order_items i
+         WHERE i.order_id = $1 AND i.product_id = products.id RETURNING ",
+        locked_product_columns!()
+    ))
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Takes an order for processing: `pending -> processing`, or re-takes one whose processing was abandoned
+/// (its worker died) longer than `stale_after` ago. Counts the delivery; returns the new attempt count,
+/// which fences the later transitions, or `None` when there is nothing to do (a duplicate delivery).
+#[tracing::instrument(skip(pool))]
+pub async fn claim(pool: &PgPool, id: i64, stale_after: Duration) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET status = 'processing', attempts = attempts + 1, processing_started_at = now()
+         WHERE id = $1 AND (status = 'pending'
+               OR (status = 'processing' AND processing_started_at < now() - make_interval(secs => $2)))
+         RETURNING attempts",
+    )
+    .bind(id)
+    .bind(stale_after.as_secs_f64())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Records one more fulfilment try of an order this handler holds; `None` if it no longer holds it.
+pub async fn record_retry(pool: &PgPool, id: i64, attempts: i32) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET attempts = attempts + 1
+         WHERE id = $1 AND status = 'processing' AND attempts = $2 RETURNING attempts",
+    )
+    .bind(id)
+    .bind(attempts)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// `processing -> completed`, only by the holder of attempt `attempts`. Returns whether it happened.
+#[tracing::instrument(skip(pool))]
+pub async fn complete(pool: &PgPool, id: i64, attempts: i32) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'completed', completed_at = now()
+         WHERE id = $1 AND status = 'processing' AND attempts = $2",
+    )
+    .bind(id)
+    .bind(attempts)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// `processing -> failed` with the reason, giving the stock back in the same transaction. Returns the
+/// products whose stock changed, or `None` when the order was not ours to fail.
+#[tracing::instrument(skip(pool))]
+pub async fn fail(
+    pool: &PgPool,
+    id: i64,
+    attempts: i32,
+    reason: &str,
+) -> Result<Option<Vec<Product>>> {
+    let mut tx = pool.begin().await?;
+    let failed = sqlx::query(
+        "UPDATE orders SET status = 'failed', failure_reason = $3
+         WHERE id = $1 AND status = 'processing' AND attempts = $2",
+    )
+    .bind(id)
+    .bind(attempts)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    if failed.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let products = restore_stock(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some(products))
+}
+
+/// Unfinished orders whose last wake-up job is older than `older_than`, oldest first: the queue lost
+/// them, or their worker died. Marks them as enqueued now, so the next sweep does not pick them again.
+#[tracing::instrument(skip(pool))]
+pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET last_enqueued_at = now()
+         WHERE id IN (SELECT id FROM orders
+                      WHERE status IN ('pending', 'processing')
+                        AND last_enqueued_at < now() - make_interval(secs => $1)
+                      ORDER BY last_enqueued_at LIMIT $2
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The oldest pending orders' ids (what is next in line).
+pub async fn oldest_pending(pool: &PgPool, limit: i64) -> Result<Vec<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM orders WHERE status = 'pending' ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
+/// Counts by status and the average processing time, from the trigger-maintained `order_stats` table.
+#[tracing::instrument(skip(pool))]
+pub async fn stats(pool: &PgPool) -> Result<OrderStats> {
+    let rows: Vec<(String, i64, f64)> = sqlx::query_as(
+        "SELECT status, sum(orders)::bigint, sum(processing_seconds_total)::float8
+         FROM order_stats GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await?;
+    let counts = OrderStatus::ALL
+        .into_iter()
+        .map(|s| {
+            (
+                s,
+                rows.iter().find(|r| r.0 == s.as_str()).map_or(0, |r| r.1),
+            )
+        })
+        .collect::<Vec<_>>();
+    let completed = counts
+        .iter()
+        .find(|(s, _)| *s == OrderStatus::Completed)
+        .map_or(0, |c| c.1);
+    let seconds = rows
+        .iter()
+        .find(|r| r.0 == "completed")
+        .map_or(0.0, |r| r.2);
+    let average_processing_time_seconds = if completed > 0 {
+        seconds / completed as f64
+    } else {
+        0.0
+    };
+    Ok(OrderStats {
+        counts,
+        average_processing_time_seconds,
+    })
+}

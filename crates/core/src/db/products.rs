@@ -1,0 +1,159 @@
+//! The `products` table: the catalogue, with stock.
+
+use sqlx::{PgExecutor, PgPool};
+
+use crate::{
+    domain::{NewProduct, Page, Product, ProductChanges},
+    Error, Result,
+};
+
+#[tracing::instrument(skip(pool))]
+pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Product> {
+    let sku = new.sku.clone().unwrap_or_else(generated_sku);
+    sqlx::query_as::<_, Product>(concat!("INSERT INTO products (sku, name, category, price, stock) VALUES ($1, $2, $3, $4, $5) RETURNING ", product_columns!()))
+    .bind(&sku)
+    .bind(&new.name)
+    .bind(&new.category)
+    .bind(new.price)
+    .bind(new.stock)
+    .fetch_one(pool)
+    .await
+    .map_err(|e| match super::constraint_of(&e) {
+        Some(("products_sku_key", _)) => {
+            Error::Conflict(format!("A product with sku {sku} already exists"))
+        }
+        _ => e.into(),
+    })
+}
+
+/// A SKU for a product created without one: short, unique in practice, never in the seed's `P-` range.
+fn generated_sku() -> String {
+    format!(
+        "SKU-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
+    )
+}
+
+#[tracing::instrument(skip(db))]
+pub async fn find(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Product>> {
+    Ok(sqlx::query_as::<_, Product>(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?)
+}
+
+/// The product or a `NotFound` naming it.
+pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Product> {
+    find(db, id)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
+}
+
+#[tracing::instrument(skip(pool))]
+pub async fn find_by_sku(pool: &PgPool, sku: &str) -> Result<Option<Product>> {
+    Ok(sqlx::query_as::<_, Product>(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE sku = $1"
+    ))
+    .bind(sku)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// One page of products, oldest first, optionally filtered by a case-insensitive name fragment.
+#[tracing::instrument(skip(pool))]
+pub async fn list(
+    pool: &PgPool,
+    search: Option<&str>,
+    page: i64,
+    page_size: i64,
+) -> Result<Page<Product>> {
+    let pattern = search.map(|s| format!("%{}%", escape_like(s)));
+    let items = sqlx::query_as::<_, Product>(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE ($1::text IS NULL OR name ILIKE $1)
+         ORDER BY id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&pattern)
+    .bind(page_size)
+    .bind((page - 1) * page_size)
+    .fetch_all(pool)
+    .await?;
+    let total: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM products WHERE ($1::text IS NULL OR name ILIKE $1)",
+    )
+    .bind(&pattern)
+    .fetch_one(pool)
+    .await?;
+    Ok(Page::new(items, total, page, page_size))
+}
+
+fn escape_like(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Applies the given fields, leaving the others as they are.
+#[tracing::instrument(skip(pool))]
+pub async fn update(pool: &PgPool, id: i64, changes: &ProductChanges) -> Result<Product> {
+    sqlx::query_as::<_, Product>(concat!(
+        "UPDATE products SET name = COALESCE($2, name), category = COALESCE($3, category),
+                price = COALESCE($4, price), stock = COALESCE($5, stock)
+         WHERE id = $1 RETURNING ",
+        product_columns!()
+    ))
+    .bind(id)
+    .bind(&changes.name)
+    .bind(&changes.category)
+    .bind(changes.price)
+    .bind(changes.stock)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
+}
+
+/// Deletes a product that was never ordered. One with orders is refused: its orders must keep pointing at it.
+#[tracing::instrument(skip(pool))]
+pub async fn delete(pool: &PgPool, id: i64) -> Result<()> {
+    let result = sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await
+        .map_err(|e| match super::constraint_of(&e) {
+            Some((_, code)) if code == "23503" => Error::Conflict(format!(
+                "Product {id} has orders and cannot be deleted; set its stock to 0 to stop selling it"
+            )),
+            _ => e.into(),
+        })?;
+    if result.rows_affected() == 0 {
+        return Err(Error::NotFound(format!("Product {id} not found")));
+    }
+    Ok(())
+}
+
+/// Creates demo products `P-100`, `P-101`, ... up to `count` of them; products that exist are left alone.
+#[tracing::instrument(skip(pool))]
+pub async fn seed(pool: &PgPool, count: i64, stock: i32) -> Result<u64> {
+    const CATEGORIES: &str = "{electronics,books,home,toys,grocery,sports,fashion,garden}";
+    let result = sqlx::query(
+        "INSERT INTO products (sku, name, category, price, stock)
+         SELECT 'P-' || (99 + n), 'Demo product ' || (99 + n),
+                ($3::text[])[1 + (n % 8)],
+                round((5 + (n * 7919 % 49500) / 100.0)::numeric, 2), $2
+         FROM generate_series(1, $1::bigint) AS n
+         ON CONFLICT (sku) DO NOTHING",
+    )
+    .bind(count)
+    .bind(stock)
+    .bind(CATEGORIES)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}

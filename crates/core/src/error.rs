@@ -1,0 +1,32 @@
+//! The core's one error type. Domain outcomes (not found, out of stock, price changed) are variants, so the
+//! api maps each to its status code in one place; infrastructure failures keep their source for the logs.
+
+use rust_decimal::Decimal;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("Insufficient stock for product {product_id}. Available: {available}, Requested: {requested}")]
+    InsufficientStock {
+        product_id: i64,
+        available: i32,
+        requested: i32,
+    },
+    #[error("The order total changed: you were shown {shown}, the current total is {current}")]
+    TotalChanged { shown: Decimal, current: Decimal },
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("redis error: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis pool error: {0}")]
+    RedisPool(#[from] deadpool_redis::PoolError),
+    #[error("queue error: {0}")]
+    Queue(String),
+}

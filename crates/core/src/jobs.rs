@@ -1,0 +1,146 @@
+//! Every background job: its payload, its queue and how it is put on that queue. The api (producer) and the
+//! worker (consumer) both use this module, so a job is defined in exactly one place.
+//!
+//! A job in Redis is only a wake-up call: the order or task it names lives in PostgreSQL, and the worker's
+//! sweeper re-enqueues whatever the queue loses. The apalis-redis 1.0 settings below close its traps
+//! (see `shared/notes/apalis-redis-1.0.md`): a 15 s orphan window instead of 300 s, idempotency keys on, a
+//! response timeout above redis 1.8's 500 ms, and `promote_due` so a big backlog cannot jam its fetch script.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use apalis::prelude::{TaskBuilder, TaskSink};
+use apalis_redis::{Config, RedisStorage};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::{cache::Keys, Error, Result};
+
+/// Move an order from `pending` through `processing` to `completed` (or `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessOrder {
+    pub order_id: i64,
+}
+
+impl ProcessOrder {
+    pub const QUEUE: &'static str = "process_order";
+}
+
+/// How often a worker proves it is alive, and how many beats it may miss before its jobs go back on the
+/// queue: 5 s x 3 = 15 s of silence (apalis' default is 300 s).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+pub const MISSED_HEARTBEATS: usize = 3;
+/// A second push of the same job within this window is dropped (apalis keeps no keys unless this is set).
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(10);
+/// apalis-redis' fetch script unpacks every due job at once and fails above about 8,000; `promote_due`
+/// moves due jobs to the active list in chunks this size, so the script never sees more than one chunk.
+const PROMOTE_CHUNK: usize = 500;
+
+/// The apalis configuration of one queue.
+pub fn queue_config(keys: &Keys, queue: &str, batch_size: usize) -> Config {
+    Config::default()
+        .queue(keys.queue(queue))
+        .batch_size(batch_size.max(1))
+        .heartbeat_interval(HEARTBEAT_INTERVAL)
+        .missed_heartbeats(MISSED_HEARTBEATS)
+        .idempotency_ttl(Some(IDEMPOTENCY_TTL))
+}
+
+/// A connection for apalis (it needs a `Clone` connection, which a pooled one is not), with a response
+/// timeout that a busy machine does not trip.
+pub async fn queue_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(redis_url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(crate::cache::RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(2);
+    Ok(client.get_connection_manager_with_config(config).await?)
+}
+
+/// The producer side of the order queue, cheap to clone.
+#[derive(Clone)]
+pub struct OrderQueue {
+    storage: RedisStorage<ProcessOrder>,
+    config: Config,
+    conn: ConnectionManager,
+}
+
+impl OrderQueue {
+    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+        let config = queue_config(keys, ProcessOrder::QUEUE, 1);
+        let storage = RedisStorage::new(conn.clone()).with_config(config.clone());
+        Self {
+            storage,
+            config,
+            conn,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn storage(&self) -> RedisStorage<ProcessOrder> {
+        self.storage.clone()
+    }
+
+    /// Puts a wake-up job for the order on the queue.
+    #[tracing::instrument(skip(self))]
+    pub async fn enqueue(&self, order_id: i64) -> Result<()> {
+        let task = TaskBuilder::new(ProcessOrder { order_id })
+            .idempotency_key(format!("order:{order_id}"))
+            .build();
+        self.storage
+            .clone()
+            .push_task(task)
+            .await
+            .map_err(|e| Error::Queue(e.to_string()))
+    }
+
+    /// Jobs waiting: due or scheduled, not yet fetched by a worker.
+    pub async fn depth(&self) -> Result<u64> {
+        let mut conn = self.conn.clone();
+        let (active, scheduled): (u64, u64) = redis::pipe()
+            .llen(self.config.active_jobs_list())
+            .zcard(self.config.scheduled_jobs_set())
+            .query_async(&mut conn)
+            .await?;
+        Ok(active + scheduled)
+    }
+
+    /// Moves every due job from the scheduled set to the active list, a bounded chunk per script call, so
+    /// apalis' own fetch never has to unpack a huge backlog. Returns how many moved.
+    pub async fn promote_due(&self) -> Result<u64> {
+        let script = redis::Script::new(
+            r#"
+            local ids = redis.call('ZRANGEBYSCORE', KEYS[1], 0, ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+            if #ids > 0 then
+                redis.call('RPUSH', KEYS[2], unpack(ids))
+                redis.call('ZREM', KEYS[1], unpack(ids))
+                redis.call('DEL', KEYS[3])
+                redis.call('LPUSH', KEYS[3], 1)
+            end
+            return #ids
+            "#,
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let mut conn = self.conn.clone();
+        let mut moved = 0;
+        loop {
+            let n: u64 = script
+                .key(self.config.scheduled_jobs_set())
+                .key(self.config.active_jobs_list())
+                .key(self.config.signal_list())
+                .arg(now)
+                .arg(PROMOTE_CHUNK)
+                .invoke_async(&mut conn)
+                .await?;
+            moved += n;
+            if n < PROMOTE_CHUNK as u64 {
+                return Ok(moved);
+            }
+        }
+    }
+}

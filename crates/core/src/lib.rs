@@ -1,0 +1,14 @@
+//! Everything the api, the worker and the tests share: configuration, domain types, the PostgreSQL
+//! repositories, the Redis cache and its keys, job definitions and telemetry. No HTTP lives here.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod jobs;
+pub mod money;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use error::{Error, Result};

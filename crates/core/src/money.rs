@@ -1,0 +1,64 @@
+//! Money is `rust_decimal::Decimal` end to end (`NUMERIC(12,2)` in PostgreSQL). JSON shows it as a number
+//! (`99.99`): the `serde-float` feature writes the shortest decimal text of the value, which is exact for any
+//! amount with two decimals and up to 15 significant digits, the only amounts this service stores.
+
+use rust_decimal::{Decimal, RoundingStrategy};
+
+/// The largest amount a `NUMERIC(12,2)` column holds.
+pub const MAX_AMOUNT: Decimal = Decimal::from_parts(3_567_587_327, 232, 0, false, 2);
+
+/// Rounds to cents, half away from zero (the rule shoppers expect: 0.125 -> 0.13).
+pub fn round_cents(amount: Decimal) -> Decimal {
+    amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Checks a price a client sent: positive, at most two decimals, within the column's range.
+pub fn validate_price(field: &str, price: Decimal) -> Result<(), String> {
+    if price <= Decimal::ZERO {
+        return Err(format!("{field} must be greater than 0"));
+    }
+    if price.normalize().scale() > 2 {
+        return Err(format!("{field} must have at most 2 decimal places"));
+    }
+    if price > MAX_AMOUNT {
+        return Err(format!("{field} must be at most {MAX_AMOUNT}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn max_amount_is_the_numeric_12_2_limit() {
+        assert_eq!(MAX_AMOUNT, dec!(9999999999.99));
+    }
+
+    #[test]
+    fn rounds_half_away_from_zero() {
+        assert_eq!(round_cents(dec!(0.125)), dec!(0.13));
+        assert_eq!(round_cents(dec!(0.124)), dec!(0.12));
+    }
+
+    #[test]
+    fn json_round_trip_is_exact_and_numeric() {
+        let v = dec!(99.99);
+        let text = serde_json::to_string(&v).unwrap();
+        assert_eq!(text, "99.99");
+        let back: Decimal = serde_json::from_str("19.99").unwrap();
+        assert_eq!(back, dec!(19.99));
+        let big: Decimal = serde_json::from_str("9999999999.99").unwrap();
+        assert_eq!(big, dec!(9999999999.99));
+    }
+
+    #[test]
+    fn validates_prices() {
+        assert!(validate_price("price", dec!(0)).is_err());
+        assert!(validate_price("price", dec!(-1)).is_err());
+        assert!(validate_price("price", dec!(1.234)).is_err());
+        assert!(validate_price("price", dec!(1.50)).is_ok());
+        assert!(validate_price("price", dec!(10000000000)).is_err());
+    }
+}
