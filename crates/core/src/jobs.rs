@@ -79,16 +79,22 @@ impl OrderQueue {
         &self.config
     }
 
-    pub fn storage(&self) -> RedisStorage<ProcessOrder> {
-        self.storage.clone()
+    /// The consumer's storage: the same queue, fetching up to `batch` jobs at a time.
+    pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<ProcessOrder> {
+        RedisStorage::new(self.conn.clone())
+            .with_config(self.config.clone().batch_size(batch.max(1)))
     }
 
-    /// Puts a wake-up job for the order on the queue.
+    /// Puts a wake-up job for the order on the queue. `first` marks the api's push after the purchase: it
+    /// carries an idempotency key, so a retried push is dropped. The sweeper's re-pushes carry none, so
+    /// they are never mistaken for that first one.
     #[tracing::instrument(skip(self))]
-    pub async fn enqueue(&self, order_id: i64) -> Result<()> {
-        let task = TaskBuilder::new(ProcessOrder { order_id })
-            .idempotency_key(format!("order:{order_id}"))
-            .build();
+    pub async fn enqueue(&self, order_id: i64, first: bool) -> Result<()> {
+        let mut task = TaskBuilder::new(ProcessOrder { order_id });
+        if first {
+            task = task.idempotency_key(format!("order:{order_id}"));
+        }
+        let task = task.build();
         self.storage
             .clone()
             .push_task(task)
@@ -142,5 +148,27 @@ impl OrderQueue {
                 return Ok(moved);
             }
         }
+    }
+
+    /// Deletes the data of up to `limit` finished jobs (apalis keeps it forever). Returns how many.
+    pub async fn purge_finished(&self, limit: usize) -> Result<u64> {
+        let script = redis::Script::new(
+            r#"
+            local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
+            for _, id in ipairs(ids) do
+                redis.call('HDEL', KEYS[2], id)
+                redis.call('DEL', KEYS[3] .. ':' .. id)
+            end
+            return #ids
+            "#,
+        );
+        let mut conn = self.conn.clone();
+        Ok(script
+            .key(self.config.done_jobs_set())
+            .key(self.config.job_data_hash())
+            .key(self.config.job_meta_hash())
+            .arg(limit)
+            .invoke_async(&mut conn)
+            .await?)
     }
 }

@@ -66,6 +66,9 @@ impl Cache {
         let raw: Option<String> = self.conn().await?.get(key).await?;
         Ok(raw.and_then(|raw| {
             let (_, json) = raw.split_once('|')?;
+            if json == "null" {
+                return None; // a tombstone: the row was deleted
+            }
             serde_json::from_str(json)
                 .inspect_err(
                     |e| tracing::warn!(key, error = %e, "corrupt cache entry, treating as a miss"),

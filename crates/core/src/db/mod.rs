@@ -53,7 +53,8 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it between our check and our CREATE.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -1,0 +1,95 @@
+//! Extractors that turn every malformed request into a 422 `{"detail": ...}` naming what was wrong, instead
+//! of axum's plain-text rejections.
+
+use axum::{
+    extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
+    http::request::Parts,
+};
+use serde::de::DeserializeOwned;
+
+use crate::ApiError;
+
+/// A JSON body; malformed JSON, a wrong type or a missing field is a 422.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) => Err(ApiError::Validation(json_detail(&rejection))),
+        }
+    }
+}
+
+fn json_detail(rejection: &JsonRejection) -> String {
+    match rejection {
+        JsonRejection::JsonDataError(e) => format!(
+            "Invalid request body: {}",
+            e.body_text()
+                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+        ),
+        JsonRejection::JsonSyntaxError(e) => format!(
+            "Malformed JSON: {}",
+            e.body_text()
+                .trim_start_matches("Failed to parse the request body as JSON: ")
+        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            "Expected a JSON body with Content-Type: application/json".to_string()
+        }
+        other => other.body_text(),
+    }
+}
+
+/// A path id: anything but an integer is a 422.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::Validation(e.body_text()))?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .map(Id)
+            .ok_or_else(|| {
+                ApiError::Validation(format!("id must be a positive integer, got {raw:?}"))
+            })
+    }
+}
+
+/// Query parameters; a wrong type is a 422.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| ApiError::Validation(e.body_text()))
+    }
+}
+
+/// `page` (from 1) and `page_size` (1..=100), checked.
+pub fn page_params(page: Option<i64>, page_size: Option<i64>) -> Result<(i64, i64), ApiError> {
+    let page = page.unwrap_or(1);
+    let page_size = page_size.unwrap_or(20);
+    if page < 1 || page > 1_000_000 {
+        return Err(ApiError::Validation(
+            "page must be between 1 and 1000000".into(),
+        ));
+    }
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::Validation(
+            "page_size must be between 1 and 100".into(),
+        ));
+    }
+    Ok((page, page_size))
+}

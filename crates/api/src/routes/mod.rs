@@ -1,0 +1,53 @@
+//! The router: one module per resource, merged here with the JSON fallbacks and request tracing.
+
+mod health;
+mod orders;
+mod products;
+
+use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use serde_json::json;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{ApiContext, ApiError};
+
+pub fn router(ctx: ApiContext) -> Router {
+    let api_v1 = Router::new()
+        .nest("/products", products::router())
+        .nest("/orders", orders::router())
+        .nest("/health", health::router());
+    Router::new()
+        .route("/", get(index))
+        .nest("/api/v1", api_v1)
+        // The older order service's clients call /orders/... directly.
+        .nest("/orders", orders::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({ "detail": "Internal server error" })),
+            )
+                .into_response()
+        }))
+        .with_state(ctx)
+}
+
+async fn index() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "Pricing Engine",
+        "version": env!("CARGO_PKG_VERSION"),
+        "docs": "https://github.com/pricing-engine/pricing-engine#api",
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("Not found".into())
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(json!({ "detail": "Method not allowed" })),
+    )
+}

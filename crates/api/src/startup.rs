@@ -1,0 +1,83 @@
+//! Building the api from settings: connections, migrations, the router, and serving until shutdown.
+
+use std::{future::Future, sync::Arc};
+
+use axum::{extract::Request, ServiceExt};
+use pricing_core::{cache::Cache, db, jobs::OrderQueue, Settings};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower::Layer;
+use tower_http::normalize_path::NormalizePathLayer;
+
+/// What every handler can reach: cheap to clone.
+#[derive(Clone)]
+pub struct ApiContext {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub cache: Cache,
+    pub order_queue: OrderQueue,
+    pub admin_token: Arc<str>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    context: ApiContext,
+}
+
+impl Application {
+    /// Connects to PostgreSQL (creating the database if needed, then migrating) and Redis, and binds the
+    /// listening socket (`API_ADDR`; port 0 picks a free one, as the tests do).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = db::connect(&settings).await?;
+        db::migrate(&db).await?;
+        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 64)?;
+        let queue_conn = pricing_core::jobs::queue_connection(&settings.redis_url).await?;
+        let order_queue = OrderQueue::new(queue_conn, &cache.keys);
+        let admin_token: Arc<str> = match &settings.admin_token {
+            Some(token) => token.as_str().into(),
+            None => {
+                let token = uuid::Uuid::new_v4().simple().to_string();
+                tracing::warn!(
+                    admin_token = %token,
+                    "ADMIN_TOKEN is not set: generated this one for catalogue writes (it changes on restart)"
+                );
+                token.into()
+            }
+        };
+        let listener = TcpListener::bind(settings.api_addr).await?;
+        let context = ApiContext {
+            settings: Arc::new(settings),
+            db,
+            cache,
+            order_queue,
+            admin_token,
+        };
+        Ok(Self { listener, context })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|a| a.port())
+            .unwrap_or_default()
+    }
+
+    pub fn context(&self) -> &ApiContext {
+        &self.context
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
+        // Trailing slashes are trimmed before routing, so `/api/v1/products/` is `/api/v1/products`.
+        let app =
+            NormalizePathLayer::trim_trailing_slash().layer(crate::routes::router(self.context));
+        axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,134 @@
+//! Processing one order: `pending -> processing -> completed`, or `failed` with its stock given back.
+//!
+//! Every transition is a guarded UPDATE in PostgreSQL, fenced by the attempt count, so a job delivered twice
+//! (apalis delivers at least once) or a stale handler whose order was re-taken changes nothing. Deliveries
+//! and tries are counted in PostgreSQL: an order whose processing keeps dying ends `failed`, not looping.
+
+use std::{sync::Arc, time::Duration};
+
+use pricing_core::{cache::Cache, db, domain::Product, Settings};
+use rand::Rng;
+use sqlx::PgPool;
+
+/// What happened to an order on one delivery of its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Completed,
+    Failed(String),
+    /// Nothing to do: already finished, cancelled, or being processed by another delivery.
+    Skipped,
+    /// Another delivery re-took the order while this one was working; this one stopped.
+    Superseded,
+}
+
+pub struct OrderProcessor {
+    pub db: PgPool,
+    pub cache: Cache,
+    pub settings: Arc<Settings>,
+}
+
+impl OrderProcessor {
+    #[tracing::instrument(skip(self))]
+    pub async fn process(&self, order_id: i64) -> pricing_core::Result<Outcome> {
+        let s = &self.settings;
+        let Some(mut attempts) = db::orders::claim(&self.db, order_id, s.order_stale_after).await?
+        else {
+            return Ok(Outcome::Skipped);
+        };
+        if attempts > s.order_max_attempts {
+            // Earlier deliveries took the order and never finished it: their worker died each time.
+            let reason = format!("processing was interrupted {} times", attempts - 1);
+            return self.fail(order_id, attempts, reason).await;
+        }
+        loop {
+            match self.fulfil().await {
+                Ok(()) => {
+                    return Ok(
+                        if db::orders::complete(&self.db, order_id, attempts).await? {
+                            tracing::info!(order_id, attempts, "order completed");
+                            Outcome::Completed
+                        } else {
+                            Outcome::Superseded
+                        },
+                    );
+                }
+                Err(reason) if attempts < s.order_max_attempts => {
+                    let delay = backoff(attempts);
+                    tracing::warn!(order_id, attempts, %reason, ?delay, "fulfilment failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    match db::orders::record_retry(&self.db, order_id, attempts).await? {
+                        Some(n) => attempts = n,
+                        None => return Ok(Outcome::Superseded),
+                    }
+                }
+                Err(reason) => {
+                    let reason = format!("{reason} (gave up after {attempts} attempts)");
+                    return self.fail(order_id, attempts, reason).await;
+                }
+            }
+        }
+    }
+
+    async fn fail(
+        &self,
+        order_id: i64,
+        attempts: i32,
+        reason: String,
+    ) -> pricing_core::Result<Outcome> {
+        match db::orders::fail(&self.db, order_id, attempts, &reason).await? {
+            Some(products) => {
+                tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
+                self.refresh_cached(&products).await;
+                Ok(Outcome::Failed(reason))
+            }
+            None => Ok(Outcome::Superseded),
+        }
+    }
+
+    /// The simulated fulfilment step (payment, warehouse): takes `ORDER_PROCESSING_DELAY_MS` and fails with
+    /// probability `ORDER_FAILURE_RATE`.
+    async fn fulfil(&self) -> Result<(), String> {
+        tokio::time::sleep(self.settings.order_processing_delay).await;
+        let rate = self.settings.order_failure_rate;
+        if rate > 0.0 && rand::rng().random_bool(rate.clamp(0.0, 1.0)) {
+            return Err("fulfilment provider declined the order (simulated)".into());
+        }
+        Ok(())
+    }
+
+    async fn refresh_cached(&self, products: &[Product]) {
+        for product in products {
+            let key = self.cache.keys.product(product.id);
+            if let Err(e) = self
+                .cache
+                .set_versioned(&key, product.version, product, self.settings.cache_ttl)
+                .await
+            {
+                tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
+            }
+        }
+    }
+}
+
+/// 100 ms, 200 ms, 400 ms ... capped at 5 s, with up to 25% jitter so retries do not arrive in step.
+fn backoff(attempt: i32) -> Duration {
+    let base = 100u64
+        .saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1))
+        .min(5_000);
+    let jitter = rand::rng().random_range(0..=base / 4);
+    Duration::from_millis(base + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(
+            backoff(1) >= Duration::from_millis(100) && backoff(1) <= Duration::from_millis(125)
+        );
+        assert!(backoff(3) >= Duration::from_millis(400));
+        assert!(backoff(30) <= Duration::from_millis(6_250));
+    }
+}

@@ -1,0 +1,80 @@
+//! The sweeper: PostgreSQL is the truth and the Redis queue only wakes workers up, so every few seconds
+//! this finds orders left `pending`/`processing` past `ORDER_STALE_AFTER_SECS` (their job was lost: the
+//! enqueue failed, Redis restarted empty, a worker died) and enqueues them again. It also keeps the queue
+//! healthy: promotes due jobs in bounded chunks (apalis' fetch script jams on a backlog of about 8,000)
+//! and deletes finished jobs' data, which apalis keeps forever.
+
+use std::sync::Arc;
+
+use pricing_core::{db, jobs::OrderQueue, Settings};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub struct Sweeper {
+    pub db: PgPool,
+    pub queue: OrderQueue,
+    pub settings: Arc<Settings>,
+}
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepReport {
+    pub promoted: u64,
+    pub requeued: usize,
+    pub purged: u64,
+}
+
+impl Sweeper {
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.sweep_once().await {
+                Ok(r) if r.requeued > 0 || r.promoted > 1_000 => {
+                    tracing::info!(
+                        requeued = r.requeued,
+                        promoted = r.promoted,
+                        purged = r.purged,
+                        "sweep"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),
+            }
+        }
+    }
+
+    /// One pass; public so tests can drive it directly.
+    pub async fn sweep_once(&self) -> anyhow::Result<SweepReport> {
+        let promoted = self.queue.promote_due().await?;
+        let depth = self.queue.depth().await?;
+        let room = self
+            .settings
+            .queue_max_backlog
+            .saturating_sub(depth as usize);
+        let mut requeued = 0;
+        if room > 0 {
+            let ids =
+                db::orders::take_stale(&self.db, self.settings.order_stale_after, room as i64)
+                    .await?;
+            for id in &ids {
+                self.queue.enqueue(*id, false).await?;
+            }
+            requeued = ids.len();
+            if requeued > 0 {
+                // Re-pushed jobs land in the scheduled set; make them fetchable in bounded chunks too.
+                self.queue.promote_due().await?;
+            }
+        }
+        let purged = self.queue.purge_finished(1_000).await?;
+        Ok(SweepReport {
+            promoted,
+            requeued,
+            purged,
+        })
+    }
+}
