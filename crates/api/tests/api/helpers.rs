@@ -1,0 +1,229 @@
+//! `spawn_app()`: a fresh database and Redis prefix per test, the api on port 0, and helpers to start and
+//! stop a worker, call the api and wait for a condition by polling (never by sleeping a fixed time).
+
+use std::{future::Future, time::Duration};
+
+use pricing_api::Application;
+use pricing_core::{cache::Cache, Settings};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: PgPool,
+    pub cache: Cache,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+/// Settings for one test: its own database and key prefix, fast timings.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::from_env().expect("settings");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let base = s
+        .database_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .expect("database url");
+    s.database_url = format!("{base}/test_{id}");
+    s.redis_key_prefix = format!("test:{id}");
+    s.api_addr = "127.0.0.1:0".parse().unwrap();
+    s.admin_token = Some(ADMIN_TOKEN.into());
+    s.database_max_connections = 10;
+    s.order_processing_delay = Duration::from_millis(5);
+    s.order_stale_after = Duration::from_secs(2);
+    s.sweep_interval = Duration::from_millis(200);
+    s.log_filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = test_settings();
+    configure(&mut settings);
+    pricing_core::telemetry::init(&settings.log_filter, "text");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("build app");
+    let port = app.port();
+    let db = app.context().db.clone();
+    let cache = app.context().cache.clone();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = app
+            .run_until_stopped(async move { stop.cancelled().await })
+            .await;
+    });
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap(),
+        db,
+        cache,
+        settings,
+        shutdown,
+        worker: None,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some((token, _)) = &self.worker {
+            token.cancel();
+        }
+    }
+}
+
+impl TestApp {
+    /// Starts `pricing-worker` in-process against this test's database and prefix.
+    pub async fn start_worker(&mut self) {
+        self.start_worker_with(|_| {}).await
+    }
+
+    pub async fn start_worker_with(&mut self, configure: impl FnOnce(&mut Settings)) {
+        assert!(self.worker.is_none(), "worker already running");
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
+        let worker = pricing_worker::Worker::build(settings)
+            .await
+            .expect("build worker");
+        let token = CancellationToken::new();
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move {
+                worker.run_until_stopped(token).await.expect("worker run");
+            }
+        });
+        self.worker = Some((token, handle));
+    }
+
+    /// Stops the worker and waits until it has finished its jobs in flight.
+    pub async fn stop_worker(&mut self) {
+        if let Some((token, handle)) = self.worker.take() {
+            token.cancel();
+            handle.await.expect("worker task");
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        req.send().await.expect("request")
+    }
+
+    /// Creates a product through the api and returns its JSON.
+    pub async fn create_product(&self, name: &str, price: f64, stock: i32) -> Value {
+        let res = self
+            .admin(
+                reqwest::Method::POST,
+                "/api/v1/products",
+                Some(&json!({ "name": name, "price": price, "stock": stock })),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "create product");
+        res.json().await.unwrap()
+    }
+
+    pub async fn order(&self, product_id: i64, quantity: i32) -> reqwest::Response {
+        self.post(
+            "/api/v1/orders",
+            &json!({ "product_id": product_id, "quantity": quantity }),
+        )
+        .await
+    }
+
+    pub async fn stock_of(&self, product_id: i64) -> i32 {
+        sqlx::query_scalar("SELECT stock FROM products WHERE id = $1")
+            .bind(product_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    pub async fn order_status(&self, order_id: i64) -> String {
+        sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(order_id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Deletes every Redis key of this test: what a Redis restart without persistence does to it.
+    pub async fn wipe_redis(&self) {
+        let mut conn = self.cache.conn().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.settings.redis_key_prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for chunk in keys.chunks(1000) {
+            let _: () = redis::cmd("DEL")
+                .arg(chunk)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns true, failing the test after `timeout`.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
