@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Some("seed") => {
             let products = flag(&args, "--products")?.unwrap_or(1000);
-            let stock = flag(&args, "--stock")?.unwrap_or(1_000_000);
+            let stock = flag(&args, "--stock")?.unwrap_or(10_000);
             let pool = db::connect(&settings).await?;
             db::migrate(&pool).await?;
             let created = db::products::seed(&pool, products, i32::try_from(stock)?).await?;

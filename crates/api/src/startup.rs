@@ -3,7 +3,13 @@
 use std::{future::Future, sync::Arc};
 
 use axum::{extract::Request, ServiceExt};
-use pricing_core::{cache::Cache, db, jobs::OrderQueue, Settings};
+use pricing_core::{
+    cache::Cache,
+    db,
+    jobs::{OrderQueue, TaskQueue},
+    pricing::PricingService,
+    Settings,
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower::Layer;
@@ -16,7 +22,21 @@ pub struct ApiContext {
     pub db: PgPool,
     pub cache: Cache,
     pub order_queue: OrderQueue,
+    pub task_queue: TaskQueue,
+    pub pricing: Arc<PricingService>,
     pub admin_token: Arc<str>,
+}
+
+impl ApiContext {
+    /// After a commit that changed products (an update, a sale, a cancellation): refresh their cached rows
+    /// and invalidate their pricing state, so no read returns anything older than the commit.
+    pub async fn products_changed(&self, products: &[pricing_core::domain::Product]) {
+        for product in products {
+            self.cache
+                .product_changed(product, self.settings.cache_ttl, self.settings.price_cache_ttl)
+                .await;
+        }
+    }
 }
 
 pub struct Application {
@@ -32,7 +52,8 @@ impl Application {
         db::migrate(&db).await?;
         let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 64)?;
         let queue_conn = pricing_core::jobs::queue_connection(&settings.redis_url).await?;
-        let order_queue = OrderQueue::new(queue_conn, &cache.keys);
+        let order_queue = OrderQueue::new(queue_conn.clone(), &cache.keys);
+        let task_queue = TaskQueue::new(queue_conn, &cache.keys);
         let admin_token: Arc<str> = match &settings.admin_token {
             Some(token) => token.as_str().into(),
             None => {
@@ -45,13 +66,9 @@ impl Application {
             }
         };
         let listener = TcpListener::bind(settings.api_addr).await?;
-        let context = ApiContext {
-            settings: Arc::new(settings),
-            db,
-            cache,
-            order_queue,
-            admin_token,
-        };
+        let settings = Arc::new(settings);
+        let pricing = PricingService::new(db.clone(), cache.clone(), settings.clone())?;
+        let context = ApiContext { settings, db, cache, order_queue, task_queue, pricing, admin_token };
         Ok(Self { listener, context })
     }
 

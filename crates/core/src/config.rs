@@ -3,6 +3,8 @@
 
 use std::{env, net::SocketAddr, str::FromStr, time::Duration};
 
+use rust_decimal::Decimal;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// PostgreSQL connection string; the api creates the database when it is missing.
@@ -31,6 +33,32 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// The sweeper keeps the Redis queue at most this deep; the rest waits, safe, in PostgreSQL.
     pub queue_max_backlog: usize,
+    /// Lifetime of a product's cached pricing state (jittered by up to 10% so a bulk load does not expire at once).
+    pub price_cache_ttl: Duration,
+    /// How long a price quote can be honoured by an order.
+    pub quote_ttl: Duration,
+    /// ISO currency code shown on quotes.
+    pub currency: String,
+    /// `CODE=MULTIPLIER,...`: the location part of a price; unlisted locations pay 1.0.
+    pub location_multipliers: String,
+    /// The location assumed when a quote request names none.
+    pub default_location: String,
+    /// Members' discount, e.g. 0.05 for 5%.
+    pub member_discount: Decimal,
+    /// Guardrails: a final price stays within [floor, ceiling] x the base price.
+    pub price_floor_ratio: Decimal,
+    pub price_ceiling_ratio: Decimal,
+    /// The sliding window of order velocity, in minutes, and the orders in it at which demand peaks.
+    pub demand_window_minutes: u32,
+    pub demand_saturation_orders: u64,
+    /// Below this stock the scarcity surcharge starts.
+    pub scarcity_threshold: i32,
+    /// Products per batch of the bulk recalculation.
+    pub recalc_batch_size: i64,
+    /// Lease of the recalculation lock; renewed every third of it while the job runs.
+    pub recalc_lock_ttl: Duration,
+    /// Attempts of a recalculation on transient errors (the lock is released between attempts).
+    pub recalc_max_attempts: i32,
     /// `RUST_LOG`-style filter.
     pub log_filter: String,
     /// `json` for one JSON object per line, anything else for human-readable logs.
@@ -54,9 +82,26 @@ pub const ENV_VARS: &[&str] = &[
     "ORDER_STALE_AFTER_SECS",
     "SWEEP_INTERVAL_MS",
     "QUEUE_MAX_BACKLOG",
+    "PRICE_CACHE_TTL",
+    "QUOTE_TTL",
+    "CURRENCY",
+    "LOCATION_MULTIPLIERS",
+    "DEFAULT_LOCATION",
+    "MEMBER_DISCOUNT",
+    "PRICE_FLOOR_RATIO",
+    "PRICE_CEILING_RATIO",
+    "DEMAND_WINDOW_MINUTES",
+    "DEMAND_SATURATION_ORDERS",
+    "SCARCITY_THRESHOLD",
+    "RECALC_BATCH_SIZE",
+    "RECALC_LOCK_TTL_MS",
+    "RECALC_MAX_ATTEMPTS",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
+
+/// Location multipliers used when `LOCATION_MULTIPLIERS` is not set.
+pub const DEFAULT_LOCATIONS: &str = "NY=1.10,CA=1.08,WA=1.05,MA=1.05,IL=1.02,TX=0.97,FL=0.98";
 
 impl Settings {
     /// Reads every setting from the environment, falling back to the documented defaults.
@@ -79,6 +124,20 @@ impl Settings {
             order_stale_after: Duration::from_secs(parse("ORDER_STALE_AFTER_SECS", 30)?),
             sweep_interval: Duration::from_millis(parse("SWEEP_INTERVAL_MS", 2000)?),
             queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
+            price_cache_ttl: Duration::from_secs(parse("PRICE_CACHE_TTL", 60)?),
+            quote_ttl: Duration::from_secs(parse("QUOTE_TTL", 300)?),
+            currency: var("CURRENCY", "USD"),
+            location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
+            default_location: var("DEFAULT_LOCATION", "US"),
+            member_discount: parse("MEMBER_DISCOUNT", Decimal::new(5, 2))?,
+            price_floor_ratio: parse("PRICE_FLOOR_RATIO", Decimal::new(5, 1))?,
+            price_ceiling_ratio: parse("PRICE_CEILING_RATIO", Decimal::TWO)?,
+            demand_window_minutes: parse("DEMAND_WINDOW_MINUTES", 15)?,
+            demand_saturation_orders: parse("DEMAND_SATURATION_ORDERS", 100)?,
+            scarcity_threshold: parse("SCARCITY_THRESHOLD", 50)?,
+            recalc_batch_size: parse("RECALC_BATCH_SIZE", 2000)?,
+            recalc_lock_ttl: Duration::from_millis(parse("RECALC_LOCK_TTL_MS", 30_000)?),
+            recalc_max_attempts: parse("RECALC_MAX_ATTEMPTS", 5)?,
             log_filter: var("RUST_LOG", "info,sqlx=warn"),
             log_format: var("LOG_FORMAT", "text"),
         })

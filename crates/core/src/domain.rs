@@ -126,6 +126,9 @@ pub struct NewOrder {
     pub lines: Vec<(ProductRef, i32)>,
     /// The total the customer saw, if the client sent one: the order is refused if the server's differs.
     pub expected_total: Option<Decimal>,
+    /// The price each product is sold at (a quote honoured, or the current dynamic price); a product not
+    /// listed sells at its catalogue price.
+    pub unit_prices: Vec<(i64, Decimal)>,
 }
 
 /// Orders by status, and how long processing takes: kept in a small counters table, never a scan of `orders`.

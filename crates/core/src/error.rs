@@ -21,6 +21,12 @@ pub enum Error {
     },
     #[error("The order total changed: you were shown {shown}, the current total is {current}")]
     TotalChanged { shown: Decimal, current: Decimal },
+    #[error("{reason}; the current price of product {product_id} is {current_price}")]
+    QuoteRejected {
+        reason: String,
+        product_id: i64,
+        current_price: Decimal,
+    },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]
@@ -29,4 +35,6 @@ pub enum Error {
     RedisPool(#[from] deadpool_redis::PoolError),
     #[error("queue error: {0}")]
     Queue(String),
+    #[error("{0}")]
+    Unavailable(String),
 }

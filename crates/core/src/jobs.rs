@@ -11,9 +11,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::{Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{cache::Keys, Error, Result};
+
+/// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
+pub trait Job: Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + Unpin + Clone + 'static {
+    const QUEUE: &'static str;
+    fn idempotency_key(&self) -> String;
+}
 
 /// Move an order from `pending` through `processing` to `completed` (or `failed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +28,29 @@ pub struct ProcessOrder {
     pub order_id: i64,
 }
 
-impl ProcessOrder {
-    pub const QUEUE: &'static str = "process_order";
+impl Job for ProcessOrder {
+    const QUEUE: &'static str = "process_order";
+    fn idempotency_key(&self) -> String {
+        format!("order:{}", self.order_id)
+    }
+}
+
+/// Recompute and cache every product's pricing state, in batches, under the global recalculation lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecalculateAllPrices {
+    pub task_id: Uuid,
+}
+
+impl RecalculateAllPrices {
+    /// The `kind` of its task record.
+    pub const KIND: &'static str = "recalculate_all_prices";
+}
+
+impl Job for RecalculateAllPrices {
+    const QUEUE: &'static str = "recalculate_all_prices";
+    fn idempotency_key(&self) -> String {
+        format!("task:{}", self.task_id)
+    }
 }
 
 /// How often a worker proves it is alive, and how many beats it may miss before its jobs go back on the
@@ -56,17 +84,25 @@ pub async fn queue_connection(redis_url: &str) -> anyhow::Result<ConnectionManag
     Ok(client.get_connection_manager_with_config(config).await?)
 }
 
-/// The producer side of the order queue, cheap to clone.
-#[derive(Clone)]
-pub struct OrderQueue {
-    storage: RedisStorage<ProcessOrder>,
+/// One job type's queue: pushing, its depth, and the housekeeping apalis does not do. Cheap to clone.
+pub struct JobQueue<J: Job> {
+    storage: RedisStorage<J>,
     config: Config,
     conn: ConnectionManager,
 }
 
-impl OrderQueue {
+impl<J: Job> Clone for JobQueue<J> {
+    fn clone(&self) -> Self {
+        Self { storage: self.storage.clone(), config: self.config.clone(), conn: self.conn.clone() }
+    }
+}
+
+pub type OrderQueue = JobQueue<ProcessOrder>;
+pub type TaskQueue = JobQueue<RecalculateAllPrices>;
+
+impl<J: Job> JobQueue<J> {
     pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
-        let config = queue_config(keys, ProcessOrder::QUEUE, 1);
+        let config = queue_config(keys, J::QUEUE, 1);
         let storage = RedisStorage::new(conn.clone()).with_config(config.clone());
         Self {
             storage,
@@ -80,19 +116,20 @@ impl OrderQueue {
     }
 
     /// The consumer's storage: the same queue, fetching up to `batch` jobs at a time.
-    pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<ProcessOrder> {
+    pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<J> {
         RedisStorage::new(self.conn.clone())
             .with_config(self.config.clone().batch_size(batch.max(1)))
     }
 
-    /// Puts a wake-up job for the order on the queue. `first` marks the api's push after the purchase: it
-    /// carries an idempotency key, so a retried push is dropped. The sweeper's re-pushes carry none, so
-    /// they are never mistaken for that first one.
+    /// Puts a wake-up job on the queue. `first` marks the api's push right after the commit: it carries an
+    /// idempotency key, so a retried push is dropped. The sweeper's re-pushes carry none, so they are never
+    /// mistaken for that first one.
     #[tracing::instrument(skip(self))]
-    pub async fn enqueue(&self, order_id: i64, first: bool) -> Result<()> {
-        let mut task = TaskBuilder::new(ProcessOrder { order_id });
+    pub async fn enqueue(&self, job: J, first: bool) -> Result<()> {
+        let key = job.idempotency_key();
+        let mut task = TaskBuilder::new(job);
         if first {
-            task = task.idempotency_key(format!("order:{order_id}"));
+            task = task.idempotency_key(key);
         }
         let task = task.build();
         self.storage

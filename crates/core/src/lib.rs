@@ -7,7 +7,9 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod jobs;
+pub mod lock;
 pub mod money;
+pub mod pricing;
 pub mod telemetry;
 
 pub use config::Settings;

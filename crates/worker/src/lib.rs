@@ -1,7 +1,8 @@
-//! The background worker: processes orders from the Redis queue (apalis) and sweeps PostgreSQL for orders
-//! the queue lost. `Worker::build` + `run_until_stopped` run it, from `main` or in-process from tests.
+//! The background worker: processes orders and bulk price recalculations from the Redis queues (apalis),
+//! and sweeps PostgreSQL for orders and tasks the queues lost. `Worker::build` + `run_until_stopped` run it, from `main` or in-process from tests.
 
 pub mod orders;
+pub mod recalculate;
 pub mod startup;
 pub mod sweeper;
 

@@ -6,7 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use pricing_core::{cache::Cache, db, domain::Product, Settings};
+use pricing_core::{cache::Cache, db, Settings};
 use rand::Rng;
 use sqlx::PgPool;
 
@@ -78,7 +78,10 @@ impl OrderProcessor {
         match db::orders::fail(&self.db, order_id, attempts, &reason).await? {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
-                self.refresh_cached(&products).await;
+                for product in &products {
+                    let s = &self.settings;
+                    self.cache.product_changed(product, s.cache_ttl, s.price_cache_ttl).await;
+                }
                 Ok(Outcome::Failed(reason))
             }
             None => Ok(Outcome::Superseded),
@@ -96,18 +99,6 @@ impl OrderProcessor {
         Ok(())
     }
 
-    async fn refresh_cached(&self, products: &[Product]) {
-        for product in products {
-            let key = self.cache.keys.product(product.id);
-            if let Err(e) = self
-                .cache
-                .set_versioned(&key, product.version, product, self.settings.cache_ttl)
-                .await
-            {
-                tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
-            }
-        }
-    }
 }
 
 /// 100 ms, 200 ms, 400 ms ... capped at 5 s, with up to 25% jitter so retries do not arrive in step.

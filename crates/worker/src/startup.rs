@@ -1,28 +1,33 @@
-//! Building the worker from settings and running it until shutdown: the apalis order workers, supervised
-//! (restarted after a Redis error, under a fresh name, after a pause), and the sweeper beside them.
+//! Building the worker from settings and running it until shutdown: one apalis worker per job type, each
+//! supervised (one Redis error ends an apalis worker; it is restarted under a fresh name after a pause),
+//! and the sweeper beside them.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use pricing_core::{
     cache::Cache,
     db,
-    jobs::{OrderQueue, ProcessOrder},
+    jobs::{OrderQueue, ProcessOrder, RecalculateAllPrices, TaskQueue},
     Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{orders::OrderProcessor, sweeper::Sweeper};
+use crate::{orders::OrderProcessor, recalculate::Recalculator, sweeper::Sweeper};
 
 /// How often an idle worker asks Redis for work (without it apalis waits for its heartbeat).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Recalculations at once per worker: more than one, so a second finds the lock held and is skipped at
+/// once instead of waiting behind the first.
+const RECALC_CONCURRENCY: usize = 2;
 
 pub struct Worker {
     settings: Arc<Settings>,
     db: PgPool,
     cache: Cache,
-    queue: OrderQueue,
+    orders: OrderQueue,
+    tasks: TaskQueue,
 }
 
 impl Worker {
@@ -31,85 +36,113 @@ impl Worker {
         db::migrate(&db).await?;
         let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 16)?;
         let queue_conn = pricing_core::jobs::queue_connection(&settings.redis_url).await?;
-        let queue = OrderQueue::new(queue_conn, &cache.keys);
-        Ok(Self {
-            settings: Arc::new(settings),
-            db,
-            cache,
-            queue,
-        })
+        let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
+        let tasks = TaskQueue::new(queue_conn, &cache.keys);
+        Ok(Self { settings: Arc::new(settings), db, cache, orders, tasks })
     }
 
     pub fn processor(&self) -> OrderProcessor {
-        OrderProcessor {
-            db: self.db.clone(),
-            cache: self.cache.clone(),
-            settings: self.settings.clone(),
-        }
+        OrderProcessor { db: self.db.clone(), cache: self.cache.clone(), settings: self.settings.clone() }
+    }
+
+    pub fn recalculator(&self) -> anyhow::Result<Recalculator> {
+        Recalculator::new(self.db.clone(), self.cache.clone(), self.settings.clone())
     }
 
     pub fn sweeper(&self) -> Sweeper {
         Sweeper {
             db: self.db.clone(),
-            queue: self.queue.clone(),
+            orders: self.orders.clone(),
+            tasks: self.tasks.clone(),
             settings: self.settings.clone(),
         }
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let recalculator = Arc::new(self.recalculator()?);
+        self.run_with(recalculator, shutdown).await
+    }
+
+    /// Runs with a given recalculator (tests pass one whose failures they inject).
+    pub async fn run_with(self, recalculator: Arc<Recalculator>, shutdown: CancellationToken) -> anyhow::Result<()> {
         // Before any fetch: un-jam a backlog that built up while no worker ran.
-        if let Err(e) = self.queue.promote_due().await {
-            tracing::warn!(error = %e, "could not promote the queued backlog; the sweeper will retry");
+        for result in [self.orders.promote_due().await, self.tasks.promote_due().await] {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not promote the queued backlog; the sweeper will retry");
+            }
         }
         let sweeper = tokio::spawn(self.sweeper().run(shutdown.clone()));
         let processor = Arc::new(self.processor());
         let concurrency = self.settings.worker_concurrency.max(1);
         tracing::info!(concurrency, "pricing-worker started");
-        while !shutdown.is_cancelled() {
-            let storage = self.queue.storage_with_batch(concurrency);
-            let processor = processor.clone();
-            let result = Monitor::new()
-                .register(move |_| {
-                    // A unique name per start: apalis refuses a name still inside its heartbeat window.
-                    let name = format!("orders-{}", uuid::Uuid::new_v4().simple());
-                    WorkerBuilder::new(name)
-                        .backend(storage.clone().poll_with_interval(POLL_INTERVAL))
-                        .data(processor.clone())
-                        .concurrency(concurrency)
-                        .build(process_order)
-                })
-                .should_restart(|_, _| false)
-                .shutdown_timeout(Duration::from_secs(30))
-                .run_with_signal({
-                    let shutdown = shutdown.clone();
-                    async move {
-                        shutdown.cancelled().await;
-                        Ok(())
-                    }
-                })
-                .await;
-            if shutdown.is_cancelled() {
-                break;
+
+        let orders = supervise("orders", shutdown.clone(), {
+            let (queue, shutdown) = (self.orders.clone(), shutdown.clone());
+            move || {
+                WorkerBuilder::new(unique_name("orders"))
+                    .backend(queue.storage_with_batch(concurrency).poll_with_interval(POLL_INTERVAL))
+                    .data(processor.clone())
+                    .concurrency(concurrency)
+                    .build(process_order)
+                    .run_until(stopped(shutdown.clone()))
             }
-            // One Redis error ends an apalis worker; start a fresh one after a pause.
-            tracing::warn!(?result, "order worker stopped; restarting in 1 s");
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        });
+        let recalculations = supervise("recalculations", shutdown.clone(), {
+            let (queue, shutdown) = (self.tasks.clone(), shutdown.clone());
+            move || {
+                WorkerBuilder::new(unique_name("recalculate"))
+                    .backend(queue.storage_with_batch(RECALC_CONCURRENCY).poll_with_interval(POLL_INTERVAL))
+                    .data(recalculator.clone())
+                    .concurrency(RECALC_CONCURRENCY)
+                    .build(recalculate_all_prices)
+                    .run_until(stopped(shutdown.clone()))
             }
-        }
+        });
+        tokio::join!(orders, recalculations);
         let _ = sweeper.await;
         tracing::info!("pricing-worker stopped");
         Ok(())
     }
 }
 
-/// The apalis handler: a thin shell over `OrderProcessor::process`. Only infrastructure errors return
-/// `Err`; the sweeper re-enqueues such orders in any case.
-async fn process_order(
-    job: ProcessOrder,
-    processor: Data<Arc<OrderProcessor>>,
-) -> Result<(), BoxDynError> {
+/// A fresh name per start: apalis refuses a name still inside its heartbeat window.
+fn unique_name(kind: &str) -> String {
+    format!("{kind}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn stopped(shutdown: CancellationToken) -> Result<(), std::io::Error> {
+    shutdown.cancelled().await;
+    Ok(())
+}
+
+/// Runs an apalis worker until shutdown, starting a fresh one a second after each failure.
+async fn supervise<F, Fut>(kind: &'static str, shutdown: CancellationToken, mut start: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), WorkerError>>,
+{
+    while !shutdown.is_cancelled() {
+        match start().await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!(kind, error = %e, "worker stopped on an error; restarting in 1 s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Only infrastructure errors return `Err`; the sweeper re-enqueues such orders in any case.
+async fn process_order(job: ProcessOrder, processor: Data<Arc<OrderProcessor>>) -> Result<(), BoxDynError> {
     processor.process(job.order_id).await?;
+    Ok(())
+}
+
+async fn recalculate_all_prices(
+    job: RecalculateAllPrices,
+    recalculator: Data<Arc<Recalculator>>,
+) -> Result<(), BoxDynError> {
+    recalculator.run(job.task_id).await?;
     Ok(())
 }

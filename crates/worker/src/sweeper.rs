@@ -6,13 +6,18 @@
 
 use std::sync::Arc;
 
-use pricing_core::{db, jobs::OrderQueue, Settings};
+use pricing_core::{
+    db,
+    jobs::{OrderQueue, ProcessOrder, RecalculateAllPrices, TaskQueue},
+    Settings,
+};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 pub struct Sweeper {
     pub db: PgPool,
-    pub queue: OrderQueue,
+    pub orders: OrderQueue,
+    pub tasks: TaskQueue,
     pub settings: Arc<Settings>,
 }
 
@@ -50,31 +55,27 @@ impl Sweeper {
 
     /// One pass; public so tests can drive it directly.
     pub async fn sweep_once(&self) -> anyhow::Result<SweepReport> {
-        let promoted = self.queue.promote_due().await?;
-        let depth = self.queue.depth().await?;
-        let room = self
-            .settings
-            .queue_max_backlog
-            .saturating_sub(depth as usize);
+        let mut promoted = self.orders.promote_due().await? + self.tasks.promote_due().await?;
+        let depth = self.orders.depth().await?;
+        let room = self.settings.queue_max_backlog.saturating_sub(depth as usize);
+        let stale_after = self.settings.order_stale_after;
         let mut requeued = 0;
         if room > 0 {
-            let ids =
-                db::orders::take_stale(&self.db, self.settings.order_stale_after, room as i64)
-                    .await?;
+            let ids = db::orders::take_stale(&self.db, stale_after, room as i64).await?;
             for id in &ids {
-                self.queue.enqueue(*id, false).await?;
+                self.orders.enqueue(ProcessOrder { order_id: *id }, false).await?;
             }
-            requeued = ids.len();
-            if requeued > 0 {
-                // Re-pushed jobs land in the scheduled set; make them fetchable in bounded chunks too.
-                self.queue.promote_due().await?;
-            }
+            requeued += ids.len();
         }
-        let purged = self.queue.purge_finished(1_000).await?;
-        Ok(SweepReport {
-            promoted,
-            requeued,
-            purged,
-        })
+        for task_id in db::tasks::take_stale(&self.db, stale_after, 100).await? {
+            self.tasks.enqueue(RecalculateAllPrices { task_id }, false).await?;
+            requeued += 1;
+        }
+        if requeued > 0 {
+            // Re-pushed jobs land in the scheduled set; make them fetchable in bounded chunks too.
+            promoted += self.orders.promote_due().await? + self.tasks.promote_due().await?;
+        }
+        let purged = self.orders.purge_finished(1_000).await? + self.tasks.purge_finished(100).await?;
+        Ok(SweepReport { promoted, requeued, purged })
     }
 }

@@ -46,7 +46,7 @@ async fn ready(State(ctx): State<ApiContext>) -> impl IntoResponse {
 
 async fn cache_stats(State(ctx): State<ApiContext>) -> ApiResult<Json<serde_json::Value>> {
     let (connected_clients, used_memory) = ctx.cache.server_info().await?;
-    let (hits, misses) = ctx.cache.lookup_counts().await?;
+    let (hits, misses) = ctx.cache.lookup_counts();
     let keys = ctx.cache.count_keys().await?;
     let lookups = hits + misses;
     Ok(Json(json!({

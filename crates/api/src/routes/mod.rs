@@ -2,7 +2,9 @@
 
 mod health;
 mod orders;
+mod price;
 mod products;
+mod tasks;
 
 use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use serde_json::json;
@@ -14,7 +16,9 @@ pub fn router(ctx: ApiContext) -> Router {
     let api_v1 = Router::new()
         .nest("/products", products::router())
         .nest("/orders", orders::router())
-        .nest("/health", health::router());
+        .nest("/health", health::router())
+        .nest("/price", price::router())
+        .merge(tasks::router());
     Router::new()
         .route("/", get(index))
         .nest("/api/v1", api_v1)

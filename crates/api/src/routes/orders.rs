@@ -11,16 +11,17 @@ use axum::{
 use chrono::{DateTime, Utc};
 use pricing_core::{
     db::orders,
-    domain::{NewOrder, Order, OrderItem, OrderStatus, Page, Product, ProductRef},
+    domain::{NewOrder, Order, OrderItem, OrderStatus, Page, ProductRef},
+    jobs::ProcessOrder,
+    pricing::demand,
 };
 use rust_decimal::Decimal;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{
     error::ApiResult,
-    extract::{page_params, Id, Json, Query},
-    routes::products::refresh_cached,
+    extract::{page_params, Id, Json, ProductRefInput, Query},
     ApiContext, ApiError,
 };
 
@@ -47,6 +48,12 @@ struct CreateOrder {
     user_id: Option<String>,
     product_id: Option<ProductRefInput>,
     quantity: Option<i32>,
+    /// With `product_id`: the quote to honour.
+    quote_id: Option<String>,
+    /// Who is buying, for the dynamic price of lines without a quote.
+    user_location: Option<String>,
+    #[serde(default)]
+    is_prime_member: bool,
     items: Option<Vec<OrderLine>>,
     item_ids: Option<Vec<ProductRefInput>>,
     total_amount: Option<Decimal>,
@@ -57,49 +64,19 @@ struct CreateOrder {
 struct OrderLine {
     product_id: ProductRefInput,
     quantity: i32,
+    quote_id: Option<String>,
 }
 
-/// A product named by integer id or by SKU string.
-#[derive(Debug, Clone)]
-struct ProductRefInput(ProductRef);
-
-impl<'de> Deserialize<'de> for ProductRefInput {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ProductRefInput;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a product id (positive integer) or SKU (string)")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                if v > 0 {
-                    Ok(ProductRefInput(ProductRef::Id(v)))
-                } else {
-                    Err(E::custom("product id must be a positive integer"))
-                }
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                i64::try_from(v)
-                    .map_err(|_| E::custom("product id is too large"))
-                    .and_then(|v| self.visit_i64(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                let v = v.trim();
-                if let Ok(id) = v.parse::<i64>() {
-                    return self.visit_i64(id);
-                }
-                if v.is_empty() || v.len() > 64 {
-                    return Err(E::custom("product SKU must be 1 to 64 characters"));
-                }
-                Ok(ProductRefInput(ProductRef::Sku(v.to_string())))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
+/// A validated order request: the order, and the quote (if any) each line asks to honour.
+struct OrderRequest {
+    order: NewOrder,
+    quotes: Vec<Option<String>>,
+    location: Option<String>,
+    is_member: bool,
 }
 
 impl CreateOrder {
-    fn validate(self) -> ApiResult<NewOrder> {
+    fn validate(self) -> ApiResult<OrderRequest> {
         let user_id = match self.user_id.map(|u| u.trim().to_string()) {
             Some(u) if u.is_empty() || u.len() > 255 => {
                 return Err(ApiError::Validation(
@@ -118,24 +95,21 @@ impl CreateOrder {
                 "send exactly one of product_id (with quantity), items, or item_ids".into(),
             ));
         }
-        let lines: Vec<(ProductRef, i32)> = if let Some(product_id) = self.product_id {
-            vec![(product_id.0, self.quantity.unwrap_or(1))]
-        } else if let Some(items) = self.items {
-            items
-                .into_iter()
-                .map(|l| (l.product_id.0, l.quantity))
-                .collect()
-        } else {
-            self.item_ids
-                .unwrap_or_default()
-                .into_iter()
-                .map(|r| (r.0, 1))
-                .collect()
-        };
-        if self.quantity.is_some() && forms[0] == false {
+        if (self.quantity.is_some() || self.quote_id.is_some()) && !forms[0] {
             return Err(ApiError::Validation(
-                "quantity goes with product_id; put it in each item".into(),
+                "quantity and quote_id go with product_id; with items, put them in each item".into(),
             ));
+        }
+        let (lines, quotes): (Vec<(ProductRef, i32)>, Vec<Option<String>>) =
+            if let Some(product_id) = self.product_id {
+                (vec![(product_id.0, self.quantity.unwrap_or(1))], vec![self.quote_id])
+            } else if let Some(items) = self.items {
+                items.into_iter().map(|l| ((l.product_id.0, l.quantity), l.quote_id)).unzip()
+            } else {
+                self.item_ids.unwrap_or_default().into_iter().map(|r| ((r.0, 1), None)).unzip()
+            };
+        if self.user_location.as_deref().is_some_and(|l| l.len() > 32) {
+            return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
         }
         if lines.is_empty() {
             return Err(ApiError::Validation(
@@ -159,10 +133,11 @@ impl CreateOrder {
                 ));
             }
         }
-        Ok(NewOrder {
-            user_id,
-            lines,
-            expected_total: self.total_amount,
+        Ok(OrderRequest {
+            order: NewOrder { user_id, lines, expected_total: self.total_amount, unit_prices: Vec::new() },
+            quotes,
+            location: self.user_location,
+            is_member: self.is_prime_member,
         })
     }
 }
@@ -208,26 +183,72 @@ impl From<Order> for OrderResponse {
     }
 }
 
-/// Buys: one transaction in PostgreSQL, then the cached products are refreshed and a wake-up job is
-/// enqueued. If the enqueue fails the order is still safe: the worker's sweeper finds it in PostgreSQL.
+/// Buys: prices each line (an honoured quote, or the current dynamic price), then one transaction in
+/// PostgreSQL, then the cached products are refreshed, demand is counted and a wake-up job is enqueued. If
+/// the enqueue fails the order is still safe: the worker's sweeper finds it in PostgreSQL.
 async fn create(
     State(ctx): State<ApiContext>,
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let new = body.validate()?;
+    let request = body.validate()?;
+    let new = price_lines(&ctx, request).await?;
     let (order, products) = orders::create(&ctx.db, &new).await?;
-    after_stock_change(&ctx, &products).await;
-    if let Err(e) = ctx.order_queue.enqueue(order.id, true).await {
+    ctx.products_changed(&products).await;
+    let sold: Vec<i64> = products.iter().map(|p| p.id).collect();
+    if let Err(e) = demand::record_orders(&ctx.cache, &sold, ctx.settings.demand_window_minutes).await {
+        tracing::warn!(order_id = order.id, error = %e, "could not count demand");
+    }
+    if let Err(e) = ctx.order_queue.enqueue(ProcessOrder { order_id: order.id }, true).await {
         tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
     }
     tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
     Ok((StatusCode::CREATED, axum::Json(OrderResponse::from(order))))
 }
 
-async fn after_stock_change(ctx: &ApiContext, products: &[Product]) {
-    for product in products {
-        refresh_cached(ctx, product).await;
+/// Resolves SKUs to ids and sets each product's unit price: the quote's, when a line names a valid quote
+/// for that product and customer, else the current dynamic price for this customer.
+async fn price_lines(ctx: &ApiContext, request: OrderRequest) -> ApiResult<NewOrder> {
+    let OrderRequest { mut order, quotes, location, is_member } = request;
+    let shopper = ctx.pricing.shopper(location.as_deref(), is_member);
+    let mut unit_prices: Vec<(i64, Decimal)> = Vec::new();
+    for ((product_ref, _), quote_id) in order.lines.iter_mut().zip(quotes) {
+        let product_id = ctx.pricing.resolve(product_ref).await?;
+        *product_ref = ProductRef::Id(product_id);
+        let price = match quote_id {
+            Some(quote_id) => honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?,
+            None => ctx.pricing.current_price(product_id, &shopper).await?,
+        };
+        match unit_prices.iter().find(|(id, _)| *id == product_id) {
+            Some((_, p)) if *p != price => {
+                return Err(ApiError::Validation(format!(
+                    "product {product_id} appears twice at different prices; list it once"
+                )))
+            }
+            Some(_) => {}
+            None => unit_prices.push((product_id, price)),
+        }
     }
+    order.unit_prices = unit_prices;
+    Ok(order)
+}
+
+/// The quoted price, if the quote is still valid and was made for this product and customer.
+async fn honoured_quote(
+    ctx: &ApiContext,
+    quote_id: &str,
+    product_id: i64,
+    user_id: Option<&str>,
+    shopper: &pricing_core::pricing::Shopper,
+) -> ApiResult<Decimal> {
+    let quote = ctx.pricing.stored_quote(quote_id).await?;
+    let reason = match &quote {
+        None => format!("Quote {quote_id} has expired or does not exist"),
+        Some(q) if q.product_id != product_id => format!("Quote {quote_id} is for product {}", q.product_id),
+        Some(q) if q.user_id.as_deref() != user_id => format!("Quote {quote_id} was made for another customer"),
+        Some(q) => return Ok(q.final_price),
+    };
+    let current_price = ctx.pricing.current_price(product_id, shopper).await?;
+    Err(pricing_core::Error::QuoteRejected { reason, product_id, current_price }.into())
 }
 
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
@@ -281,7 +302,7 @@ async fn list(
 
 async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
     let (order, products) = orders::cancel(&ctx.db, id).await?;
-    after_stock_change(&ctx, &products).await;
+    ctx.products_changed(&products).await;
     tracing::info!(order_id = id, "order cancelled");
     Ok(axum::Json(order.into()))
 }

@@ -159,27 +159,17 @@ async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<imp
     let key = ctx.cache.keys.product(id);
     match ctx.cache.get_versioned::<Product>(&key).await {
         Ok(Some(product)) => {
-            ctx.cache.count_lookup(true).await;
+            ctx.cache.count_lookup(true);
             return Ok(([(X_CACHE, "HIT")], axum::Json(product)));
         }
-        Ok(None) => ctx.cache.count_lookup(false).await,
+        Ok(None) => ctx.cache.count_lookup(false),
         Err(e) => tracing::warn!(error = %e, "cache read failed; serving from PostgreSQL"),
     }
     let product = products::get(&ctx.db, id).await?;
-    refresh_cached(&ctx, &product).await;
-    Ok(([(X_CACHE, "MISS")], axum::Json(product)))
-}
-
-/// Stores the product's current row in the cache (best effort: a Redis failure is logged, not returned).
-pub(crate) async fn refresh_cached(ctx: &ApiContext, product: &Product) {
-    let key = ctx.cache.keys.product(product.id);
-    if let Err(e) = ctx
-        .cache
-        .set_versioned(&key, product.version, product, ctx.settings.cache_ttl)
-        .await
-    {
-        tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
+    if let Err(e) = ctx.cache.set_versioned(&key, product.version, &product, ctx.settings.cache_ttl).await {
+        tracing::warn!(product_id = id, error = %e, "could not cache the product");
     }
+    Ok(([(X_CACHE, "MISS")], axum::Json(product)))
 }
 
 async fn update(
@@ -195,7 +185,7 @@ async fn update(
         stock: body.stock.map(check_stock).transpose()?,
     };
     let product = products::update(&ctx.db, id, &changes).await?;
-    refresh_cached(&ctx, &product).await;
+    ctx.products_changed(std::slice::from_ref(&product)).await;
     tracing::info!(
         product_id = id,
         version = product.version,

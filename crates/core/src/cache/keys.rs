@@ -27,9 +27,29 @@ impl Keys {
         format!("{}:product:{id}", self.prefix)
     }
 
-    /// Hit and miss counters of the cache (a hash with fields `hits`, `misses`).
-    pub fn cache_stats(&self) -> String {
-        format!("{}:stats:cache", self.prefix)
+    /// A product's cached pricing state (the product-level part of every quote).
+    pub fn price(&self, id: i64) -> String {
+        format!("{}:price:{id}", self.prefix)
+    }
+
+    /// A stored quote, kept until it expires so an order can honour it.
+    pub fn quote(&self, quote_id: &str) -> String {
+        format!("{}:quote:{quote_id}", self.prefix)
+    }
+
+    /// SKU -> product id (a SKU never changes, so this never goes stale).
+    pub fn sku(&self, sku: &str) -> String {
+        format!("{}:sku:{sku}", self.prefix)
+    }
+
+    /// Orders per product in one minute (a hash: product id -> count); the demand window sums the last few.
+    pub fn demand_bucket(&self, minute: i64) -> String {
+        format!("{}:demand:{minute}", self.prefix)
+    }
+
+    /// The lock that lets one bulk recalculation run at a time across all workers.
+    pub fn recalculate_lock(&self) -> String {
+        format!("{}:lock:recalculate_global_lock", self.prefix)
     }
 
     /// An apalis queue's name; apalis derives its own keys (`{queue}:active`, ...) from it.
@@ -47,6 +67,7 @@ mod tests {
         let keys = Keys::new("t1");
         assert_eq!(keys.product(7), "t1:product:7");
         assert_eq!(keys.queue("orders"), "t1:queue:orders");
-        assert!(keys.cache_stats().starts_with("t1:"));
+        assert_eq!(keys.price(7), "t1:price:7");
+        assert_eq!(keys.recalculate_lock(), "t1:lock:recalculate_global_lock");
     }
 }

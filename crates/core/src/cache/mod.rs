@@ -3,7 +3,13 @@
 
 pub mod keys;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
 use redis::{AsyncCommands, Script};
@@ -17,24 +23,38 @@ use crate::Result;
 /// tight for a busy machine).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Stored values look like `{version}|{json}`. The script writes only when the stored version is older
-/// (or absent), so a slow reader that fetched an old row cannot overwrite the copy a writer just refreshed.
+/// Stored values look like `{version}|{json}`; `{version}|null` is a tombstone (the entry was invalidated
+/// at that version). The script writes only when the stored version is older (or absent), or equal to a
+/// tombstone's, so a slow reader that fetched an old row cannot overwrite the copy or tombstone a writer
+/// just stored after a commit.
 const SET_IF_NEWER: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
     local sep = string.find(current, '|', 1, true)
     local v = sep and tonumber(string.sub(current, 1, sep - 1))
-    if v and v >= tonumber(ARGV[1]) then return 0 end
+    local new = tonumber(ARGV[1])
+    if v then
+        local tombstone = string.sub(current, sep + 1) == 'null'
+        if v > new or (v == new and not tombstone) then return 0 end
+    end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
 
+/// Hits and misses of this process's cache reads (in memory: counting in Redis would double its load).
+#[derive(Debug, Default)]
+pub struct LookupCounts {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
 #[derive(Clone)]
 pub struct Cache {
     pool: Pool,
     pub keys: Keys,
-    set_if_newer: std::sync::Arc<Script>,
+    set_if_newer: Arc<Script>,
+    pub lookups: Arc<LookupCounts>,
 }
 
 impl Cache {
@@ -53,7 +73,8 @@ impl Cache {
         Ok(Self {
             pool,
             keys: Keys::new(prefix),
-            set_if_newer: std::sync::Arc::new(Script::new(SET_IF_NEWER)),
+            set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
+            lookups: Arc::default(),
         })
     }
 
@@ -97,27 +118,56 @@ impl Cache {
         Ok(written == 1)
     }
 
-    pub async fn delete(&self, key: &str) -> Result<()> {
-        let _: () = self.conn().await?.del(key).await?;
-        Ok(())
+    /// Writes many versioned values in one pipeline (the bulk recalculation). Returns how many were written.
+    pub async fn set_versioned_many(&self, entries: &[(String, i64, String)], ttl: impl Fn() -> Duration) -> Result<u64> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn().await?;
+        // Load the script once so the pipeline can use EVALSHA.
+        let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(SET_IF_NEWER).query_async(&mut conn).await?;
+        let mut pipe = redis::pipe();
+        for (key, version, json) in entries {
+            pipe.cmd("EVALSHA")
+                .arg(self.set_if_newer.get_hash())
+                .arg(1)
+                .arg(key)
+                .arg(*version)
+                .arg(json)
+                .arg(ttl().as_millis() as u64);
+        }
+        let written: Vec<i64> = pipe.query_async(&mut conn).await?;
+        Ok(written.iter().filter(|w| **w == 1).count() as u64)
     }
 
-    /// Counts a cache hit or miss (best effort: a failure here never fails a request).
-    pub async fn count_lookup(&self, hit: bool) {
-        let field = if hit { "hits" } else { "misses" };
-        if let Ok(mut conn) = self.conn().await {
-            let _: redis::RedisResult<()> = conn.hincr(self.keys.cache_stats(), field, 1).await;
+    /// After a committed change to a product (an update, a sale, stock given back): stores its new row for
+    /// `/cached` and invalidates its pricing state as of the new version. Best effort: a Redis failure is
+    /// logged, and the versioned entries still refuse anything older than what PostgreSQL committed.
+    pub async fn product_changed(&self, product: &crate::domain::Product, product_ttl: Duration, price_ttl: Duration) {
+        let written = self
+            .set_versioned(&self.keys.product(product.id), product.version, product, product_ttl)
+            .await;
+        let invalidated = self.invalidate(&self.keys.price(product.id), product.version, price_ttl).await;
+        if let Err(e) = written.and(invalidated) {
+            tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
         }
     }
 
-    /// `(hits, misses)` since the counters were last reset.
-    pub async fn lookup_counts(&self) -> Result<(u64, u64)> {
-        let (hits, misses): (Option<u64>, Option<u64>) = self
-            .conn()
-            .await?
-            .hmget(self.keys.cache_stats(), &["hits", "misses"])
-            .await?;
-        Ok((hits.unwrap_or(0), misses.unwrap_or(0)))
+    /// Invalidates an entry as of `version`: a tombstone that only a value of that version or newer replaces.
+    pub async fn invalidate(&self, key: &str, version: i64, ttl: Duration) -> Result<()> {
+        self.set_versioned(key, version, &serde_json::Value::Null, ttl).await?;
+        Ok(())
+    }
+
+    /// Counts a cache hit or miss of this process.
+    pub fn count_lookup(&self, hit: bool) {
+        let counter = if hit { &self.lookups.hits } else { &self.lookups.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(hits, misses)` of this process since it started.
+    pub fn lookup_counts(&self) -> (u64, u64) {
+        (self.lookups.hits.load(Ordering::Relaxed), self.lookups.misses.load(Ordering::Relaxed))
     }
 
     /// Keys under this deployment's prefix (SCAN, never KEYS, so Redis is not blocked).
@@ -141,6 +191,12 @@ impl Cache {
             info.get("connected_clients").unwrap_or(0),
             info.get("used_memory").unwrap_or(0),
         ))
+    }
+
+    /// `ttl` shortened by up to 10% at random, so entries written together do not all expire together.
+    pub fn jittered(ttl: Duration) -> Duration {
+        use rand::Rng;
+        ttl.mul_f64(1.0 - rand::rng().random_range(0.0..0.1))
     }
 
     pub async fn ping(&self) -> Result<()> {

@@ -3,8 +3,10 @@
 
 #[macro_use]
 mod columns;
+pub mod market;
 pub mod orders;
 pub mod products;
+pub mod tasks;
 
 use std::{str::FromStr, time::Duration};
 

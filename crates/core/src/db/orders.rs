@@ -55,7 +55,12 @@ pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product
                 ProductRef::Sku(sku) => &p.sku == sku,
             })
             .ok_or_else(|| Error::NotFound(format!("Product {product_ref} not found")))?;
-        let entry = wanted.entry(product.id).or_insert((0, product.price));
+        let unit_price = new
+            .unit_prices
+            .iter()
+            .find(|(id, _)| *id == product.id)
+            .map_or(product.price, |(_, p)| *p);
+        let entry = wanted.entry(product.id).or_insert((0, unit_price));
         entry.0 = entry.0.checked_add(*quantity).ok_or_else(|| {
             Error::Validation(format!("quantity for product {} is too large", product.id))
         })?;

@@ -157,3 +157,23 @@ pub async fn seed(pool: &PgPool, count: i64, stock: i32) -> Result<u64> {
     .await?;
     Ok(result.rows_affected())
 }
+
+/// The next `limit` products after id `after`, in id order: keyset pagination for the bulk walk.
+pub async fn batch_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Product>> {
+    Ok(sqlx::query_as::<_, Product>(concat!(
+        "SELECT ",
+        product_columns!(),
+        " FROM products WHERE id > $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn count_after(pool: &PgPool, after: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM products WHERE id > $1")
+        .bind(after)
+        .fetch_one(pool)
+        .await?)
+}

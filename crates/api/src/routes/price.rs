@@ -1,0 +1,40 @@
+//! `POST /api/v1/price`: a price quote for one product and one shopper, answered from the cached pricing
+//! state when there is one. The quote is stored until `valid_until` so an order can honour it.
+
+use axum::{extract::State, routing::post, Router};
+use pricing_core::pricing::PriceDetail;
+use serde::Deserialize;
+
+use crate::{
+    error::ApiResult,
+    extract::{Json, ProductRefInput},
+    ApiContext, ApiError,
+};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/", post(quote))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceRequest {
+    product_id: ProductRefInput,
+    /// Defaults to `DEFAULT_LOCATION`.
+    user_location: Option<String>,
+    #[serde(default)]
+    is_prime_member: bool,
+    /// Ties the quote to a customer: only an order with the same `user_id` can use it.
+    user_id: Option<String>,
+}
+
+async fn quote(State(ctx): State<ApiContext>, Json(body): Json<PriceRequest>) -> ApiResult<axum::Json<PriceDetail>> {
+    if body.user_location.as_deref().is_some_and(|l| l.len() > 32) {
+        return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
+    }
+    if body.user_id.as_deref().is_some_and(|u| u.trim().is_empty() || u.len() > 255) {
+        return Err(ApiError::Validation("user_id must be 1 to 255 characters".into()));
+    }
+    let shopper = ctx.pricing.shopper(body.user_location.as_deref(), body.is_prime_member);
+    let user_id = body.user_id.as_deref().map(str::trim);
+    Ok(axum::Json(ctx.pricing.quote(&body.product_id.0, &shopper, user_id).await?))
+}

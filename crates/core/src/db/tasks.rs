@@ -1,0 +1,142 @@
+//! The `tasks` table: background tasks (the bulk recalculation) and their progress, the truth that
+//! `GET /api/v1/tasks/{id}` shows and the sweeper recovers from.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Task {
+    #[serde(rename = "task_id")]
+    pub id: Uuid,
+    pub kind: String,
+    pub status: String,
+    pub processed: i64,
+    pub total: i64,
+    pub attempts: i32,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub cursor: i64,
+}
+
+macro_rules! task_columns {
+    () => {
+        "id, kind, status, processed, total, attempts, error, created_at, started_at, finished_at, cursor"
+    };
+}
+
+pub async fn create(pool: &PgPool, kind: &str) -> Result<Task> {
+    Ok(sqlx::query_as(concat!("INSERT INTO tasks (kind) VALUES ($1) RETURNING ", task_columns!()))
+        .bind(kind)
+        .fetch_one(pool)
+        .await?)
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Task> {
+    sqlx::query_as(concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("Task {id} not found")))
+}
+
+/// `queued -> running` (or re-takes a running task whose worker went silent). Counts the attempt.
+pub async fn start(pool: &PgPool, id: Uuid, stale_after: Duration) -> Result<Option<Task>> {
+    Ok(sqlx::query_as(concat!(
+        "UPDATE tasks SET status = 'running', attempts = attempts + 1, error = NULL,
+                started_at = coalesce(started_at, now()), heartbeat_at = now()
+         WHERE id = $1 AND (status = 'queued'
+               OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $2)))
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(id)
+    .bind(stale_after.as_secs_f64())
+    .fetch_optional(pool)
+    .await?)
+}
+
+pub async fn set_total(pool: &PgPool, id: Uuid, total: i64) -> Result<()> {
+    sqlx::query("UPDATE tasks SET total = $2, heartbeat_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(total)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Records a finished batch: progress, the keyset cursor, and a heartbeat.
+pub async fn record_progress(pool: &PgPool, id: Uuid, done: i64, cursor: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET processed = processed + $2, cursor = $3, heartbeat_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(done)
+    .bind(cursor)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A failed attempt that will be retried: back to `queued` with the error kept for the record.
+pub async fn record_retry(pool: &PgPool, id: Uuid, error: &str) -> Result<()> {
+    sqlx::query("UPDATE tasks SET status = 'queued', error = $2 WHERE id = $1 AND status = 'running'")
+        .bind(id)
+        .bind(error)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Ends a task: `succeeded`, `failed` or `skipped`.
+pub async fn finish(pool: &PgPool, id: Uuid, status: &str, error: Option<&str>) -> Result<()> {
+    sqlx::query(
+        "UPDATE tasks SET status = $2, error = $3, finished_at = now()
+         WHERE id = $1 AND status IN ('queued', 'running')",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Ends a task that never started as `skipped` (another run holds the lock). A running task is left alone:
+/// a duplicate delivery of it must not mark it skipped.
+pub async fn skip(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool> {
+    let skipped = sqlx::query(
+        "UPDATE tasks SET status = 'skipped', error = $2, finished_at = now() WHERE id = $1 AND status = 'queued'",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(skipped.rows_affected() == 1)
+}
+
+/// Unfinished tasks whose job was lost (queued, or running with a silent worker), marked re-enqueued.
+pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE tasks SET last_enqueued_at = now()
+         WHERE id IN (SELECT id FROM tasks
+                      WHERE last_enqueued_at < now() - make_interval(secs => $1)
+                        AND (status = 'queued'
+                             OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)))
+                      ORDER BY last_enqueued_at LIMIT $2
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,96 @@
+//! A Redis lock for work that must run once at a time across all workers (the bulk recalculation).
+//!
+//! `SET key token NX PX ttl` takes it; only the holder's token can renew or release it (compare-and-set in
+//! Lua), so a holder whose lease ran out cannot delete a successor's lock. A holder that dies stops
+//! renewing and the lock expires on its own.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::{AsyncCommands, Script};
+use tokio_util::sync::CancellationToken;
+
+use crate::{cache::Cache, Result};
+
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// A held lock. Dropping it without `release` leaves the lock to expire after its lease.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub key: String,
+    pub token: String,
+    pub ttl: Duration,
+}
+
+/// Takes the lock if it is free; `None` if someone holds it. Never waits.
+pub async fn try_acquire(cache: &Cache, key: &str, ttl: Duration) -> Result<Option<Lease>> {
+    let token = uuid::Uuid::new_v4().to_string();
+    let options = redis::SetOptions::default()
+        .conditional_set(redis::ExistenceCheck::NX)
+        .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
+    let taken: Option<String> = cache.conn().await?.set_options(key, &token, options).await?;
+    Ok(taken.map(|_| Lease { key: key.to_string(), token, ttl }))
+}
+
+impl Lease {
+    /// Extends the lease; `false` if the lock is no longer ours (it expired, someone else took it).
+    pub async fn renew(&self, cache: &Cache) -> Result<bool> {
+        let renewed: i32 = Script::new(RENEW)
+            .key(&self.key)
+            .arg(&self.token)
+            .arg(self.ttl.as_millis() as u64)
+            .invoke_async(&mut cache.conn().await?)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Releases the lock if it is still ours. Returns whether it was.
+    pub async fn release(&self, cache: &Cache) -> Result<bool> {
+        let released: i32 = Script::new(RELEASE)
+            .key(&self.key)
+            .arg(&self.token)
+            .invoke_async(&mut cache.conn().await?)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// Renews the lease every third of its length until `stop` is cancelled. If renewal shows the lock
+    /// was lost, cancels `lost` so the holder stops working.
+    pub fn keep_alive(
+        self: Arc<Self>,
+        cache: Cache,
+        stop: CancellationToken,
+        lost: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let period = self.ttl / 3;
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(period) => {}
+                }
+                match self.renew(&cache).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(key = %self.key, "lock lost: its lease ran out before renewal");
+                        lost.cancel();
+                        return;
+                    }
+                    // A transient error: the lease still has two thirds left; try again next period.
+                    Err(e) => tracing::warn!(key = %self.key, error = %e, "lock renewal failed"),
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! Dynamic pricing: the pure model, the demand counters it reads, and the service that quotes prices
+//! cache-aside with single-flight misses.
+
+pub mod demand;
+pub mod model;
+pub mod service;
+
+pub use model::{PricingConfig, ProductPricing, Shopper};
+pub use service::{PriceDetail, PriceSource, PricingService, StoredQuote};
+
+use crate::Settings;
+
+impl PricingConfig {
+    pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            demand_saturation_orders: s.demand_saturation_orders,
+            demand_max_surcharge: rust_decimal::Decimal::new(25, 2),
+            scarcity_threshold: s.scarcity_threshold,
+            scarcity_max_surcharge: rust_decimal::Decimal::new(20, 2),
+            location_multipliers: model::parse_location_multipliers(&s.location_multipliers)
+                .map_err(|e| anyhow::anyhow!("LOCATION_MULTIPLIERS: {e}"))?,
+            default_location: s.default_location.to_uppercase(),
+            member_discount: s.member_discount,
+            floor_ratio: s.price_floor_ratio,
+            ceiling_ratio: s.price_ceiling_ratio,
+        })
+    }
+}

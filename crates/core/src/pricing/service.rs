@@ -1,0 +1,287 @@
+//! Price quotes, cache-aside. A product's pricing state (`ProductPricing`, the same for every customer) is
+//! read from Redis; on a miss it is computed once per product at a time (single-flight: concurrent misses
+//! wait for the one computation), its lookups run concurrently, and it is stored with a jittered TTL. The
+//! per-request part (location, membership) is applied on every quote, so no customer ever gets another's
+//! price. Each quote is stored until it expires so an order can honour it.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures::{
+    future::{BoxFuture, Shared},
+    FutureExt,
+};
+use redis::AsyncCommands;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+
+use super::{
+    demand,
+    model::{self, Adjustment, PricingConfig, PricingInputs, ProductPricing, Shopper},
+};
+use crate::{
+    cache::Cache,
+    db::{market, products},
+    domain::ProductRef,
+    Error, Result, Settings,
+};
+
+/// Where a quote's pricing state came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceSource {
+    /// Computed on this request.
+    Database,
+    /// Served from Redis.
+    Cache,
+}
+
+/// A price quote, as `POST /api/v1/price` answers it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PriceDetail {
+    pub product_id: i64,
+    pub sku: String,
+    pub final_price: Decimal,
+    pub base_price: Decimal,
+    pub discount_rate: Decimal,
+    pub currency: String,
+    pub source: PriceSource,
+    pub user_location: String,
+    pub is_prime_member: bool,
+    pub breakdown: Vec<Adjustment>,
+    pub quote_id: String,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// A quote as stored for orders: who it was for, which product, at what price, until when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredQuote {
+    pub quote_id: String,
+    pub product_id: i64,
+    pub user_id: Option<String>,
+    pub user_location: String,
+    pub is_prime_member: bool,
+    pub final_price: Decimal,
+    pub valid_until: DateTime<Utc>,
+}
+
+/// Why a shared computation failed; clonable, so every waiter gets it.
+#[derive(Debug, Clone)]
+enum ComputeError {
+    NotFound(String),
+    Unavailable(String),
+}
+
+impl From<ComputeError> for Error {
+    fn from(e: ComputeError) -> Self {
+        match e {
+            ComputeError::NotFound(m) => Error::NotFound(m),
+            ComputeError::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
+type Computation = Shared<BoxFuture<'static, Result<ProductPricing, ComputeError>>>;
+
+pub struct PricingService {
+    db: PgPool,
+    cache: Cache,
+    pub config: PricingConfig,
+    settings: Arc<Settings>,
+    inflight: Mutex<HashMap<i64, Computation>>,
+    computations: AtomicU64,
+}
+
+impl PricingService {
+    pub fn new(db: PgPool, cache: Cache, settings: Arc<Settings>) -> anyhow::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            config: PricingConfig::from_settings(&settings)?,
+            db,
+            cache,
+            settings,
+            inflight: Mutex::default(),
+            computations: AtomicU64::new(0),
+        }))
+    }
+
+    /// Pricing states computed by this process (misses that did the work; waiters are not counted).
+    pub fn computations(&self) -> u64 {
+        self.computations.load(Ordering::Relaxed)
+    }
+
+    /// The product id for an id or a SKU (SKU lookups are cached: a SKU never changes).
+    pub async fn resolve(&self, product: &ProductRef) -> Result<i64> {
+        let sku = match product {
+            ProductRef::Id(id) => return Ok(*id),
+            ProductRef::Sku(sku) => sku,
+        };
+        let key = self.cache.keys.sku(sku);
+        if let Ok(mut conn) = self.cache.conn().await {
+            if let Ok(Some(id)) = conn.get::<_, Option<i64>>(&key).await {
+                return Ok(id);
+            }
+        }
+        let product = products::find_by_sku(&self.db, sku)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("Product {sku} not found")))?;
+        if let Ok(mut conn) = self.cache.conn().await {
+            let _: redis::RedisResult<()> = conn.set_ex(&key, product.id, 86_400).await;
+        }
+        Ok(product.id)
+    }
+
+    /// The product's pricing state: from the cache, or computed (once, however many ask at the same time).
+    pub async fn pricing(self: &Arc<Self>, product_id: i64) -> Result<(ProductPricing, PriceSource)> {
+        let key = self.cache.keys.price(product_id);
+        match self.cache.get_versioned::<ProductPricing>(&key).await {
+            Ok(Some(pricing)) => {
+                self.cache.count_lookup(true);
+                return Ok((pricing, PriceSource::Cache));
+            }
+            Ok(None) => self.cache.count_lookup(false),
+            Err(e) => tracing::warn!(product_id, error = %e, "price cache unavailable; computing"),
+        }
+        let computation = {
+            let mut inflight = self.inflight.lock().expect("inflight map");
+            inflight
+                .entry(product_id)
+                .or_insert_with(|| {
+                    let this = Arc::clone(self);
+                    async move {
+                        let result = this.compute_and_store(product_id).await.map_err(|e| match e {
+                            Error::NotFound(m) => ComputeError::NotFound(m),
+                            other => ComputeError::Unavailable(other.to_string()),
+                        });
+                        // Done: later misses (after the cache entry expires) compute afresh.
+                        this.inflight.lock().expect("inflight map").remove(&product_id);
+                        result
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        Ok((computation.await?, PriceSource::Database))
+    }
+
+    /// Computes a product's pricing state from PostgreSQL and the demand counters (the lookups run
+    /// concurrently) and stores it in the cache, unless a newer version is already there.
+    pub async fn compute_and_store(&self, product_id: i64) -> Result<ProductPricing> {
+        self.computations.fetch_add(1, Ordering::Relaxed);
+        let window = self.settings.demand_window_minutes;
+        let demand = async {
+            // Demand counters are advisory: without Redis the price is computed with no demand surcharge.
+            Ok::<_, Error>(
+                demand::recent_orders(&self.cache, &[product_id], window)
+                    .await
+                    .inspect_err(|e| tracing::warn!(error = %e, "demand counters unavailable"))
+                    .map(|v| v[0])
+                    .unwrap_or(0),
+            )
+        };
+        let (product, recent_orders, market) = tokio::try_join!(
+            products::get(&self.db, product_id),
+            demand,
+            market::multiplier_for_product(&self.db, product_id),
+        )?;
+        let pricing = model::product_pricing(
+            &PricingInputs {
+                product_id,
+                sku: product.sku,
+                version: product.version,
+                base_price: product.price,
+                stock: product.stock,
+                recent_orders,
+                market_multiplier: market,
+            },
+            &self.config,
+            Utc::now(),
+        );
+        let ttl = Cache::jittered(self.settings.price_cache_ttl);
+        if let Err(e) = self.cache.set_versioned(&self.cache.keys.price(product_id), pricing.version, &pricing, ttl).await {
+            tracing::warn!(product_id, error = %e, "could not cache the pricing state");
+        }
+        Ok(pricing)
+    }
+
+    /// The shopper for a request, with the default location when none is given.
+    pub fn shopper(&self, location: Option<&str>, is_member: bool) -> Shopper {
+        let location = location
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_uppercase)
+            .unwrap_or_else(|| self.config.default_location.clone());
+        Shopper { location, is_member }
+    }
+
+    /// Quotes a price for one shopper and stores the quote so an order can honour it until `valid_until`.
+    pub async fn quote(
+        self: &Arc<Self>,
+        product: &ProductRef,
+        shopper: &Shopper,
+        user_id: Option<&str>,
+    ) -> Result<PriceDetail> {
+        let product_id = self.resolve(product).await?;
+        let (pricing, source) = self.pricing(product_id).await?;
+        let price = model::quote(&pricing, shopper, &self.config);
+        let quote_id = uuid::Uuid::new_v4().simple().to_string();
+        let valid_until = Utc::now() + self.settings.quote_ttl;
+        let stored = StoredQuote {
+            quote_id: quote_id.clone(),
+            product_id,
+            user_id: user_id.map(str::to_string),
+            user_location: shopper.location.clone(),
+            is_prime_member: shopper.is_member,
+            final_price: price.final_price,
+            valid_until,
+        };
+        let json = serde_json::to_string(&stored).expect("quote serializes");
+        let _: () = self
+            .cache
+            .conn()
+            .await?
+            .set_ex(self.cache.keys.quote(&quote_id), json, self.settings.quote_ttl.as_secs().max(1))
+            .await?;
+        Ok(PriceDetail {
+            product_id,
+            sku: pricing.sku,
+            final_price: price.final_price,
+            base_price: price.base_price,
+            discount_rate: price.discount_rate,
+            currency: self.settings.currency.clone(),
+            source,
+            user_location: shopper.location.clone(),
+            is_prime_member: shopper.is_member,
+            breakdown: price.breakdown,
+            quote_id,
+            valid_until,
+        })
+    }
+
+    /// The current price of a product for a shopper, without storing a quote (orders without one pay this).
+    pub async fn current_price(self: &Arc<Self>, product_id: i64, shopper: &Shopper) -> Result<Decimal> {
+        let (pricing, _) = self.pricing(product_id).await?;
+        Ok(model::quote(&pricing, shopper, &self.config).final_price)
+    }
+
+    /// A stored quote, or `None` once it has expired (or never existed).
+    pub async fn stored_quote(&self, quote_id: &str) -> Result<Option<StoredQuote>> {
+        let raw: Option<String> = self.cache.conn().await?.get(self.cache.keys.quote(quote_id)).await?;
+        Ok(raw
+            .and_then(|r| serde_json::from_str::<StoredQuote>(&r).ok())
+            .filter(|q| q.valid_until > Utc::now()))
+    }
+
+    /// How long the pricing state of one product may be cached.
+    pub fn price_ttl(&self) -> Duration {
+        self.settings.price_cache_ttl
+    }
+}
