@@ -31,10 +31,7 @@ impl ApiError {
         use pricing_core::Error as Core;
         let detail = self.to_string();
         match self {
-            ApiError::Validation(_) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                json!({ "detail": detail }),
-            ),
+            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": detail })),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "detail": detail })),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "detail": detail })),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "detail": detail })),
@@ -42,24 +39,16 @@ impl ApiError {
             ApiError::Forbidden => (StatusCode::FORBIDDEN, json!({ "detail": detail })),
             ApiError::Core(core) => match core {
                 Core::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "detail": detail })),
-                Core::Validation(_) => (
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    json!({ "detail": detail }),
-                ),
+                Core::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": detail })),
                 Core::Conflict(_) => (StatusCode::CONFLICT, json!({ "detail": detail })),
-                Core::InsufficientStock {
-                    product_id,
-                    available,
-                    requested,
-                } => (
+                Core::InsufficientStock { product_id, available, requested } => (
                     StatusCode::BAD_REQUEST,
                     json!({ "detail": detail, "product_id": product_id,
                             "available": available, "requested": requested }),
                 ),
-                Core::TotalChanged { current, .. } => (
-                    StatusCode::CONFLICT,
-                    json!({ "detail": detail, "current_total": current }),
-                ),
+                Core::TotalChanged { current, .. } => {
+                    (StatusCode::CONFLICT, json!({ "detail": detail, "current_total": current }))
+                }
                 Core::QuoteRejected { product_id, current_price, .. } => (
                     StatusCode::CONFLICT,
                     json!({ "detail": detail, "product_id": product_id, "current_price": current_price }),

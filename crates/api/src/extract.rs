@@ -28,13 +28,11 @@ fn json_detail(rejection: &JsonRejection) -> String {
     match rejection {
         JsonRejection::JsonDataError(e) => format!(
             "Invalid request body: {}",
-            e.body_text()
-                .trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+            e.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
         ),
         JsonRejection::JsonSyntaxError(e) => format!(
             "Malformed JSON: {}",
-            e.body_text()
-                .trim_start_matches("Failed to parse the request body as JSON: ")
+            e.body_text().trim_start_matches("Failed to parse the request body as JSON: ")
         ),
         JsonRejection::MissingJsonContentType(_) => {
             "Expected a JSON body with Content-Type: application/json".to_string()
@@ -50,17 +48,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::Validation(e.body_text()))?;
+        let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::Validation(e.body_text()))?;
         raw.parse::<i64>()
             .ok()
             .filter(|id| *id > 0)
             .map(Id)
-            .ok_or_else(|| {
-                ApiError::Validation(format!("id must be a positive integer, got {raw:?}"))
-            })
+            .ok_or_else(|| ApiError::Validation(format!("id must be a positive integer, got {raw:?}")))
     }
 }
 
@@ -82,15 +77,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 pub fn page_params(page: Option<i64>, page_size: Option<i64>) -> Result<(i64, i64), ApiError> {
     let page = page.unwrap_or(1);
     let page_size = page_size.unwrap_or(20);
-    if page < 1 || page > 1_000_000 {
-        return Err(ApiError::Validation(
-            "page must be between 1 and 1000000".into(),
-        ));
+    if !(1..=1_000_000).contains(&page) {
+        return Err(ApiError::Validation("page must be between 1 and 1000000".into()));
     }
     if !(1..=100).contains(&page_size) {
-        return Err(ApiError::Validation(
-            "page_size must be between 1 and 100".into(),
-        ));
+        return Err(ApiError::Validation("page_size must be between 1 and 100".into()));
     }
     Ok((page, page_size))
 }
@@ -133,4 +124,3 @@ impl<'de> Deserialize<'de> for ProductRefInput {
         d.deserialize_any(Visitor)
     }
 }
-

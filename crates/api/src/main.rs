@@ -21,16 +21,12 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::connect(&settings).await?;
             db::migrate(&pool).await?;
             let created = db::products::seed(&pool, products, i32::try_from(stock)?).await?;
-            tracing::info!(
-                created,
-                requested = products,
-                "seeded demo products (existing SKUs left alone)"
-            );
+            tracing::info!(created, requested = products, "seeded demo products (existing SKUs left alone)");
             Ok(())
         }
-        Some(other) => anyhow::bail!(
-            "unknown command {other:?}; use `serve` or `seed --products N [--stock S]`"
-        ),
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve` or `seed --products N [--stock S]`")
+        }
     }
 }
 
@@ -38,14 +34,8 @@ fn flag(args: &[String], name: &str) -> anyhow::Result<Option<i64>> {
     match args.iter().position(|a| a == name) {
         None => Ok(None),
         Some(i) => {
-            let value = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value"))?;
-            Ok(Some(
-                value
-                    .parse()
-                    .with_context(|| format!("{name} must be an integer"))?,
-            ))
+            let value = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
+            Ok(Some(value.parse().with_context(|| format!("{name} must be an integer"))?))
         }
     }
 }

@@ -25,6 +25,7 @@ pub struct ApiContext {
     pub task_queue: TaskQueue,
     pub pricing: Arc<PricingService>,
     pub admin_token: Arc<str>,
+    pub http_metrics: Arc<crate::routes::metrics::HttpMetrics>,
 }
 
 impl ApiContext {
@@ -32,9 +33,7 @@ impl ApiContext {
     /// and invalidate their pricing state, so no read returns anything older than the commit.
     pub async fn products_changed(&self, products: &[pricing_core::domain::Product]) {
         for product in products {
-            self.cache
-                .product_changed(product, self.settings.cache_ttl, self.settings.price_cache_ttl)
-                .await;
+            self.cache.product_changed(product, self.settings.cache_ttl, self.settings.price_cache_ttl).await;
         }
     }
 }
@@ -68,15 +67,21 @@ impl Application {
         let listener = TcpListener::bind(settings.api_addr).await?;
         let settings = Arc::new(settings);
         let pricing = PricingService::new(db.clone(), cache.clone(), settings.clone())?;
-        let context = ApiContext { settings, db, cache, order_queue, task_queue, pricing, admin_token };
+        let context = ApiContext {
+            settings,
+            db,
+            cache,
+            order_queue,
+            task_queue,
+            pricing,
+            admin_token,
+            http_metrics: Arc::default(),
+        };
         Ok(Self { listener, context })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener
-            .local_addr()
-            .map(|a| a.port())
-            .unwrap_or_default()
+        self.listener.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn context(&self) -> &ApiContext {
@@ -90,8 +95,7 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
         // Trailing slashes are trimmed before routing, so `/api/v1/products/` is `/api/v1/products`.
-        let app =
-            NormalizePathLayer::trim_trailing_slash().layer(crate::routes::router(self.context));
+        let app = NormalizePathLayer::trim_trailing_slash().layer(crate::routes::router(self.context));
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
             .with_graceful_shutdown(shutdown)
             .await?;

@@ -107,10 +107,7 @@ impl Settings {
     /// Reads every setting from the environment, falling back to the documented defaults.
     pub fn from_env() -> anyhow::Result<Self> {
         Ok(Self {
-            database_url: var(
-                "DATABASE_URL",
-                "postgres://postgres:postgres@127.0.0.1:5432/pricing",
-            ),
+            database_url: var("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/pricing"),
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 20)?,
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
@@ -145,10 +142,7 @@ impl Settings {
 }
 
 fn var(name: &str, default: &str) -> String {
-    env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
@@ -156,9 +150,9 @@ where
     T::Err: std::fmt::Display,
 {
     match env::var(name) {
-        Ok(v) if !v.is_empty() => v
-            .parse()
-            .map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}")),
+        Ok(v) if !v.is_empty() => {
+            v.parse().map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}"))
+        }
         _ => Ok(default),
     }
 }

@@ -140,10 +140,7 @@ pub struct OrderStats {
 
 impl OrderStats {
     pub fn count(&self, status: OrderStatus) -> i64 {
-        self.counts
-            .iter()
-            .find(|(s, _)| *s == status)
-            .map_or(0, |(_, n)| *n)
+        self.counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n)
     }
 
     /// Orders whose processing ended (completed or failed).
@@ -164,17 +161,7 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     pub fn new(items: Vec<T>, total: i64, page: i64, page_size: i64) -> Self {
-        let total_pages = if total == 0 {
-            0
-        } else {
-            (total + page_size - 1) / page_size
-        };
-        Self {
-            items,
-            total,
-            page,
-            page_size,
-            total_pages,
-        }
+        let total_pages = if total == 0 { 0 } else { (total + page_size - 1) / page_size };
+        Self { items, total, page, page_size, total_pages }
     }
 }

@@ -14,19 +14,11 @@ pub enum Error {
     #[error("{0}")]
     Conflict(String),
     #[error("Insufficient stock for product {product_id}. Available: {available}, Requested: {requested}")]
-    InsufficientStock {
-        product_id: i64,
-        available: i32,
-        requested: i32,
-    },
+    InsufficientStock { product_id: i64, available: i32, requested: i32 },
     #[error("The order total changed: you were shown {shown}, the current total is {current}")]
     TotalChanged { shown: Decimal, current: Decimal },
     #[error("{reason}; the current price of product {product_id} is {current_price}")]
-    QuoteRejected {
-        reason: String,
-        product_id: i64,
-        current_price: Decimal,
-    },
+    QuoteRejected { reason: String, product_id: i64, current_price: Decimal },
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]

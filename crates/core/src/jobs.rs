@@ -17,7 +17,9 @@ use uuid::Uuid;
 use crate::{cache::Keys, Error, Result};
 
 /// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
-pub trait Job: Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + Unpin + Clone + 'static {
+pub trait Job:
+    Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + Unpin + Clone + 'static
+{
     const QUEUE: &'static str;
     fn idempotency_key(&self) -> String;
 }
@@ -81,7 +83,8 @@ pub async fn queue_connection(redis_url: &str) -> anyhow::Result<ConnectionManag
         .set_response_timeout(Some(crate::cache::RESPONSE_TIMEOUT))
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(2);
-    Ok(client.get_connection_manager_with_config(config).await?)
+    // Lazy: a process starts (and reports itself not ready) while Redis is down, and connects when it is back.
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// One job type's queue: pushing, its depth, and the housekeeping apalis does not do. Cheap to clone.
@@ -104,11 +107,7 @@ impl<J: Job> JobQueue<J> {
     pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
         let config = queue_config(keys, J::QUEUE, 1);
         let storage = RedisStorage::new(conn.clone()).with_config(config.clone());
-        Self {
-            storage,
-            config,
-            conn,
-        }
+        Self { storage, config, conn }
     }
 
     pub fn config(&self) -> &Config {
@@ -117,8 +116,7 @@ impl<J: Job> JobQueue<J> {
 
     /// The consumer's storage: the same queue, fetching up to `batch` jobs at a time.
     pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<J> {
-        RedisStorage::new(self.conn.clone())
-            .with_config(self.config.clone().batch_size(batch.max(1)))
+        RedisStorage::new(self.conn.clone()).with_config(self.config.clone().batch_size(batch.max(1)))
     }
 
     /// Puts a wake-up job on the queue. `first` marks the api's push right after the commit: it carries an
@@ -132,11 +130,7 @@ impl<J: Job> JobQueue<J> {
             task = task.idempotency_key(key);
         }
         let task = task.build();
-        self.storage
-            .clone()
-            .push_task(task)
-            .await
-            .map_err(|e| Error::Queue(e.to_string()))
+        self.storage.clone().push_task(task).await.map_err(|e| Error::Queue(e.to_string()))
     }
 
     /// Jobs waiting: due or scheduled, not yet fetched by a worker.
@@ -165,10 +159,7 @@ impl<J: Job> JobQueue<J> {
             return #ids
             "#,
         );
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let mut conn = self.conn.clone();
         let mut moved = 0;
         loop {

@@ -12,16 +12,12 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
             tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
             tracing::info!("shutting down: finishing the orders in flight");
             shutdown.cancel();
         }
     });
-    Worker::build(settings)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    Worker::build(settings).await?.run_until_stopped(shutdown).await
 }

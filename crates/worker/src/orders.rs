@@ -31,8 +31,7 @@ impl OrderProcessor {
     #[tracing::instrument(skip(self))]
     pub async fn process(&self, order_id: i64) -> pricing_core::Result<Outcome> {
         let s = &self.settings;
-        let Some(mut attempts) = db::orders::claim(&self.db, order_id, s.order_stale_after).await?
-        else {
+        let Some(mut attempts) = db::orders::claim(&self.db, order_id, s.order_stale_after).await? else {
             return Ok(Outcome::Skipped);
         };
         if attempts > s.order_max_attempts {
@@ -43,14 +42,12 @@ impl OrderProcessor {
         loop {
             match self.fulfil().await {
                 Ok(()) => {
-                    return Ok(
-                        if db::orders::complete(&self.db, order_id, attempts).await? {
-                            tracing::info!(order_id, attempts, "order completed");
-                            Outcome::Completed
-                        } else {
-                            Outcome::Superseded
-                        },
-                    );
+                    return Ok(if db::orders::complete(&self.db, order_id, attempts).await? {
+                        tracing::info!(order_id, attempts, "order completed");
+                        Outcome::Completed
+                    } else {
+                        Outcome::Superseded
+                    });
                 }
                 Err(reason) if attempts < s.order_max_attempts => {
                     let delay = backoff(attempts);
@@ -69,12 +66,7 @@ impl OrderProcessor {
         }
     }
 
-    async fn fail(
-        &self,
-        order_id: i64,
-        attempts: i32,
-        reason: String,
-    ) -> pricing_core::Result<Outcome> {
+    async fn fail(&self, order_id: i64, attempts: i32, reason: String) -> pricing_core::Result<Outcome> {
         match db::orders::fail(&self.db, order_id, attempts, &reason).await? {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
@@ -98,14 +90,11 @@ impl OrderProcessor {
         }
         Ok(())
     }
-
 }
 
 /// 100 ms, 200 ms, 400 ms ... capped at 5 s, with up to 25% jitter so retries do not arrive in step.
 fn backoff(attempt: i32) -> Duration {
-    let base = 100u64
-        .saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1))
-        .min(5_000);
+    let base = 100u64.saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1)).min(5_000);
     let jitter = rand::rng().random_range(0..=base / 4);
     Duration::from_millis(base + jitter)
 }
@@ -116,9 +105,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert!(
-            backoff(1) >= Duration::from_millis(100) && backoff(1) <= Duration::from_millis(125)
-        );
+        assert!(backoff(1) >= Duration::from_millis(100) && backoff(1) <= Duration::from_millis(125));
         assert!(backoff(3) >= Duration::from_millis(400));
         assert!(backoff(30) <= Duration::from_millis(6_250));
     }

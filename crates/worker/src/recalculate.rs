@@ -30,7 +30,9 @@ use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecalcOutcome {
-    Succeeded { processed: i64 },
+    Succeeded {
+        processed: i64,
+    },
     /// Another recalculation held the lock.
     Skipped,
     Failed(String),
@@ -109,7 +111,12 @@ impl Recalculator {
     }
 
     /// Recomputes every product after `cursor`, batch by batch.
-    async fn walk(&self, task_id: Uuid, mut cursor: i64, lost: &CancellationToken) -> pricing_core::Result<()> {
+    async fn walk(
+        &self,
+        task_id: Uuid,
+        mut cursor: i64,
+        lost: &CancellationToken,
+    ) -> pricing_core::Result<()> {
         let remaining = products::count_after(&self.db, cursor).await?;
         let done = tasks::get(&self.db, task_id).await?.processed;
         tasks::set_total(&self.db, task_id, done + remaining).await?;

@@ -64,7 +64,11 @@ impl Worker {
     }
 
     /// Runs with a given recalculator (tests pass one whose failures they inject).
-    pub async fn run_with(self, recalculator: Arc<Recalculator>, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run_with(
+        self,
+        recalculator: Arc<Recalculator>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         // Before any fetch: un-jam a backlog that built up while no worker ran.
         for result in [self.orders.promote_due().await, self.tasks.promote_due().await] {
             if let Err(e) = result {

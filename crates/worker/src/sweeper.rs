@@ -40,12 +40,7 @@ impl Sweeper {
             }
             match self.sweep_once().await {
                 Ok(r) if r.requeued > 0 || r.promoted > 1_000 => {
-                    tracing::info!(
-                        requeued = r.requeued,
-                        promoted = r.promoted,
-                        purged = r.purged,
-                        "sweep"
-                    )
+                    tracing::info!(requeued = r.requeued, promoted = r.promoted, purged = r.purged, "sweep")
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "sweep failed; retrying next tick"),

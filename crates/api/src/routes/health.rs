@@ -6,10 +6,7 @@ use serde_json::json;
 use crate::{error::ApiResult, ApiContext};
 
 pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(health))
-        .route("/ready", get(ready))
-        .route("/cache/stats", get(cache_stats))
+    Router::new().route("/", get(health)).route("/ready", get(ready)).route("/cache/stats", get(cache_stats))
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -25,10 +22,7 @@ async fn ready(State(ctx): State<ApiContext>) -> impl IntoResponse {
     let state = |ok: bool| if ok { "ok" } else { "unavailable" };
     let checks = json!({ "postgres": state(postgres_ok), "redis": state(redis_ok) });
     if postgres_ok && redis_ok {
-        (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "checks": checks })),
-        )
+        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })))
     } else {
         let down: Vec<&str> = [("PostgreSQL", postgres_ok), ("Redis", redis_ok)]
             .into_iter()

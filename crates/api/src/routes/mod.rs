@@ -1,6 +1,7 @@
 //! The router: one module per resource, merged here with the JSON fallbacks and request tracing.
 
 mod health;
+pub(crate) mod metrics;
 mod orders;
 mod price;
 mod products;
@@ -21,17 +22,17 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(tasks::router());
     Router::new()
         .route("/", get(index))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(openapi))
         .nest("/api/v1", api_v1)
         // The older order service's clients call /orders/... directly.
         .nest("/orders", orders::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({ "detail": "Internal server error" })),
-            )
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "detail": "Internal server error" })))
                 .into_response()
         }))
         .with_state(ctx)
@@ -41,8 +42,13 @@ async fn index() -> Json<serde_json::Value> {
     Json(json!({
         "name": "Pricing Engine",
         "version": env!("CARGO_PKG_VERSION"),
-        "docs": "https://github.com/pricing-engine/pricing-engine#api",
+        "docs": "/openapi.json",
     }))
+}
+
+/// The OpenAPI description of this api (kept beside the code in `crates/api/openapi.json`).
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../openapi.json"))
 }
 
 async fn not_found() -> ApiError {
@@ -50,8 +56,5 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    (
-        StatusCode::METHOD_NOT_ALLOWED,
-        Json(json!({ "detail": "Method not allowed" })),
-    )
+    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "detail": "Method not allowed" })))
 }

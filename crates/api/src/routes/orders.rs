@@ -79,17 +79,11 @@ impl CreateOrder {
     fn validate(self) -> ApiResult<OrderRequest> {
         let user_id = match self.user_id.map(|u| u.trim().to_string()) {
             Some(u) if u.is_empty() || u.len() > 255 => {
-                return Err(ApiError::Validation(
-                    "user_id must be 1 to 255 characters".into(),
-                ))
+                return Err(ApiError::Validation("user_id must be 1 to 255 characters".into()))
             }
             other => other,
         };
-        let forms = [
-            self.product_id.is_some(),
-            self.items.is_some(),
-            self.item_ids.is_some(),
-        ];
+        let forms = [self.product_id.is_some(), self.items.is_some(), self.item_ids.is_some()];
         if forms.iter().filter(|f| **f).count() != 1 {
             return Err(ApiError::Validation(
                 "send exactly one of product_id (with quantity), items, or item_ids".into(),
@@ -112,14 +106,10 @@ impl CreateOrder {
             return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
         }
         if lines.is_empty() {
-            return Err(ApiError::Validation(
-                "an order needs at least one item".into(),
-            ));
+            return Err(ApiError::Validation("an order needs at least one item".into()));
         }
         if lines.len() > MAX_LINES {
-            return Err(ApiError::Validation(format!(
-                "an order may have at most {MAX_LINES} items"
-            )));
+            return Err(ApiError::Validation(format!("an order may have at most {MAX_LINES} items")));
         }
         if let Some((r, q)) = lines.iter().find(|(_, q)| !(1..=10_000).contains(q)) {
             return Err(ApiError::Validation(format!(
@@ -128,9 +118,7 @@ impl CreateOrder {
         }
         if let Some(total) = self.total_amount {
             if total < Decimal::ZERO {
-                return Err(ApiError::Validation(
-                    "total_amount must not be negative".into(),
-                ));
+                return Err(ApiError::Validation("total_amount must not be negative".into()));
             }
         }
         Ok(OrderRequest {
@@ -215,7 +203,9 @@ async fn price_lines(ctx: &ApiContext, request: OrderRequest) -> ApiResult<NewOr
         let product_id = ctx.pricing.resolve(product_ref).await?;
         *product_ref = ProductRef::Id(product_id);
         let price = match quote_id {
-            Some(quote_id) => honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?,
+            Some(quote_id) => {
+                honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?
+            }
             None => ctx.pricing.current_price(product_id, &shopper).await?,
         };
         match unit_prices.iter().find(|(id, _)| *id == product_id) {
@@ -244,7 +234,9 @@ async fn honoured_quote(
     let reason = match &quote {
         None => format!("Quote {quote_id} has expired or does not exist"),
         Some(q) if q.product_id != product_id => format!("Quote {quote_id} is for product {}", q.product_id),
-        Some(q) if q.user_id.as_deref() != user_id => format!("Quote {quote_id} was made for another customer"),
+        Some(q) if q.user_id.as_deref() != user_id => {
+            format!("Quote {quote_id} was made for another customer")
+        }
         Some(q) => return Ok(q.final_price),
     };
     let current_price = ctx.pricing.current_price(product_id, shopper).await?;
@@ -255,10 +247,7 @@ async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json
     Ok(axum::Json(orders::get(&ctx.db, id).await?.into()))
 }
 
-async fn status(
-    State(ctx): State<ApiContext>,
-    Id(id): Id,
-) -> ApiResult<axum::Json<serde_json::Value>> {
+async fn status(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<serde_json::Value>> {
     let order = orders::get(&ctx.db, id).await?;
     Ok(axum::Json(json!({
         "order_id": order.id,
@@ -309,11 +298,8 @@ async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Js
 
 async fn metrics(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<serde_json::Value>> {
     let stats = orders::stats(&ctx.db).await?;
-    let counts: serde_json::Map<String, serde_json::Value> = stats
-        .counts
-        .iter()
-        .map(|(s, n)| (s.as_str().to_string(), json!(n)))
-        .collect();
+    let counts: serde_json::Map<String, serde_json::Value> =
+        stats.counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
     Ok(axum::Json(json!({
         "average_processing_time_seconds": stats.average_processing_time_seconds,
         "order_status_counts": counts,

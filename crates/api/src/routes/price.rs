@@ -27,7 +27,10 @@ struct PriceRequest {
     user_id: Option<String>,
 }
 
-async fn quote(State(ctx): State<ApiContext>, Json(body): Json<PriceRequest>) -> ApiResult<axum::Json<PriceDetail>> {
+async fn quote(
+    State(ctx): State<ApiContext>,
+    Json(body): Json<PriceRequest>,
+) -> ApiResult<axum::Json<PriceDetail>> {
     if body.user_location.as_deref().is_some_and(|l| l.len() > 32) {
         return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
     }

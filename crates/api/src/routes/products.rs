@@ -60,9 +60,7 @@ fn check_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     match name.chars().count() {
         0 => Err(ApiError::Validation("name must not be empty".into())),
-        n if n > 255 => Err(ApiError::Validation(
-            "name must be at most 255 characters".into(),
-        )),
+        n if n > 255 => Err(ApiError::Validation("name must be at most 255 characters".into())),
         _ => Ok(name.to_string()),
     }
 }
@@ -71,24 +69,22 @@ fn check_category(category: &str) -> ApiResult<String> {
     let category = category.trim();
     match category.chars().count() {
         0 => Err(ApiError::Validation("category must not be empty".into())),
-        n if n > 100 => Err(ApiError::Validation(
-            "category must be at most 100 characters".into(),
-        )),
+        n if n > 100 => Err(ApiError::Validation("category must be at most 100 characters".into())),
         _ => Ok(category.to_string()),
     }
 }
 
 fn check_sku(sku: &str) -> ApiResult<String> {
     let sku = sku.trim();
+    // An all-digit SKU would read as a product id where clients may send either.
     let ok = (1..=64).contains(&sku.len())
-        && sku
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && !sku.chars().all(|c| c.is_ascii_digit())
+        && sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(sku.to_string())
     } else {
         Err(ApiError::Validation(
-            "sku must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
+            "sku must be 1 to 64 letters, digits, '-', '_' or '.', not digits only".into(),
         ))
     }
 }
@@ -132,19 +128,11 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<Product>>> {
     let (page, page_size) = page_params(params.page, params.page_size)?;
-    let search = params
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
+    let search = params.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
     if search.is_some_and(|s| s.len() > 255) {
-        return Err(ApiError::Validation(
-            "search must be at most 255 characters".into(),
-        ));
+        return Err(ApiError::Validation("search must be at most 255 characters".into()));
     }
-    Ok(axum::Json(
-        products::list(&ctx.db, search, page, page_size).await?,
-    ))
+    Ok(axum::Json(products::list(&ctx.db, search, page, page_size).await?))
 }
 
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<Product>> {
@@ -186,31 +174,13 @@ async fn update(
     };
     let product = products::update(&ctx.db, id, &changes).await?;
     ctx.products_changed(std::slice::from_ref(&product)).await;
-    tracing::info!(
-        product_id = id,
-        version = product.version,
-        "product updated"
-    );
+    tracing::info!(product_id = id, version = product.version, "product updated");
     Ok(axum::Json(product))
 }
 
 async fn remove(_: Admin, State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<StatusCode> {
-    products::delete(&ctx.db, id).await?;
-    // A reader that fetched the row just before the delete could still write it back; the tombstone
-    // version (i64::MAX) makes that write lose.
-    let key = ctx.cache.keys.product(id);
-    if let Err(e) = ctx
-        .cache
-        .set_versioned(
-            &key,
-            i64::MAX,
-            &serde_json::Value::Null,
-            ctx.settings.cache_ttl,
-        )
-        .await
-    {
-        tracing::warn!(product_id = id, error = %e, "could not clear the cached product");
-    }
+    let deleted = products::delete(&ctx.db, id).await?;
+    ctx.cache.product_deleted(&deleted, ctx.settings.cache_ttl.max(ctx.settings.price_cache_ttl)).await;
     tracing::info!(product_id = id, "product deleted");
     Ok(StatusCode::NO_CONTENT)
 }

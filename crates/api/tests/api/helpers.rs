@@ -4,7 +4,9 @@
 use std::{future::Future, time::Duration};
 
 use pricing_api::Application;
-use pricing_core::{cache::Cache, Settings};
+use std::sync::Arc;
+
+use pricing_core::{cache::Cache, pricing::PricingService, Settings};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -16,6 +18,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: PgPool,
     pub cache: Cache,
+    pub pricing: Arc<PricingService>,
     pub settings: Settings,
     shutdown: CancellationToken,
     worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
@@ -25,11 +28,7 @@ pub struct TestApp {
 pub fn test_settings() -> Settings {
     let mut s = Settings::from_env().expect("settings");
     let id = uuid::Uuid::new_v4().simple().to_string();
-    let base = s
-        .database_url
-        .rsplit_once('/')
-        .map(|(b, _)| b.to_string())
-        .expect("database url");
+    let base = s.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("database url");
     s.database_url = format!("{base}/test_{id}");
     s.redis_key_prefix = format!("test:{id}");
     s.api_addr = "127.0.0.1:0".parse().unwrap();
@@ -50,27 +49,22 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     configure(&mut settings);
     pricing_core::telemetry::init(&settings.log_filter, "text");
-    let app = Application::build(settings.clone())
-        .await
-        .expect("build app");
+    let app = Application::build(settings.clone()).await.expect("build app");
     let port = app.port();
     let db = app.context().db.clone();
     let cache = app.context().cache.clone();
+    let pricing = app.context().pricing.clone();
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = app
-            .run_until_stopped(async move { stop.cancelled().await })
-            .await;
+        let _ = app.run_until_stopped(async move { stop.cancelled().await }).await;
     });
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .unwrap(),
+        client: reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap(),
         db,
         cache,
+        pricing,
         settings,
         shutdown,
         worker: None,
@@ -96,9 +90,7 @@ impl TestApp {
         assert!(self.worker.is_none(), "worker already running");
         let mut settings = self.settings.clone();
         configure(&mut settings);
-        let worker = pricing_worker::Worker::build(settings)
-            .await
-            .expect("build worker");
+        let worker = pricing_worker::Worker::build(settings).await.expect("build worker");
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();
@@ -122,20 +114,11 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("request")
+        self.client.get(self.url(path)).send().await.expect("request")
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("request")
+        self.client.post(self.url(path)).json(body).send().await.expect("request")
     }
 
     pub async fn admin(
@@ -144,10 +127,7 @@ impl TestApp {
         path: &str,
         body: Option<&Value>,
     ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .request(method, self.url(path))
-            .bearer_auth(ADMIN_TOKEN);
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             req = req.json(body);
         }
@@ -168,11 +148,7 @@ impl TestApp {
     }
 
     pub async fn order(&self, product_id: i64, quantity: i32) -> reqwest::Response {
-        self.post(
-            "/api/v1/orders",
-            &json!({ "product_id": product_id, "quantity": quantity }),
-        )
-        .await
+        self.post("/api/v1/orders", &json!({ "product_id": product_id, "quantity": quantity })).await
     }
 
     pub async fn stock_of(&self, product_id: i64) -> i32 {
@@ -200,11 +176,7 @@ impl TestApp {
             .await
             .unwrap();
         for chunk in keys.chunks(1000) {
-            let _: () = redis::cmd("DEL")
-                .arg(chunk)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.unwrap();
         }
     }
 }
@@ -220,10 +192,7 @@ where
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,6 +1,10 @@
 //! Integration tests: each test spawns the api (and the worker where it needs one) in-process on a random
 //! port, against the real PostgreSQL and Redis, with its own database and its own Redis key prefix.
 
+mod health;
 mod helpers;
 mod orders;
+mod pricing;
 mod processing;
+mod products;
+mod recalculation;

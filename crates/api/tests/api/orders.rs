@@ -1,1 +1,707 @@
-use crate::helpers::spawn_app;
+//! Buying: the three request shapes, stock checks, validation, reading and listing orders, cancelling,
+//! metrics and the queue view, the older service's paths, and no overselling or deadlocks under load.
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// The api with dynamic pricing held still (no location, demand or scarcity adjustment), so every line
+/// sells at its catalogue price and the totals below are exact.
+async fn spawn_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.location_multipliers = String::new();
+        s.scarcity_threshold = 0;
+        s.demand_saturation_orders = u64::MAX;
+    })
+    .await
+}
+
+/// What an order's lines add up to.
+fn lines_total(order: &Value) -> f64 {
+    order["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["unit_price"].as_f64().unwrap() * i["quantity"].as_f64().unwrap())
+        .sum()
+}
+
+async fn body(res: reqwest::Response) -> Value {
+    res.json().await.expect("a JSON body")
+}
+
+fn id_of(v: &Value) -> i64 {
+    v["id"].as_i64().expect("an id")
+}
+
+async fn order_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&app.db).await.unwrap()
+}
+
+async fn post_raw(app: &TestApp, path: &str, raw: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .body(raw.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn create_product_with_sku(app: &TestApp, sku: &str, price: f64, stock: i32) -> Value {
+    let res = app
+        .admin(
+            reqwest::Method::POST,
+            "/api/v1/products",
+            Some(&json!({ "sku": sku, "name": sku, "price": price, "stock": stock })),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    body(res).await
+}
+
+#[tokio::test]
+async fn a_single_item_order_is_201_and_takes_the_stock() {
+    let app = spawn_app().await;
+    let product = app.create_product("Headphones", 19.99, 10).await;
+    let pid = id_of(&product);
+
+    let res =
+        app.post("/api/v1/orders", &json!({ "user_id": "user-1", "product_id": pid, "quantity": 3 })).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    for field in [
+        "id",
+        "user_id",
+        "items",
+        "product_id",
+        "quantity",
+        "total_price",
+        "status",
+        "created_at",
+        "updated_at",
+    ] {
+        assert!(order.get(field).is_some(), "{field} missing from {order}");
+    }
+    assert!(id_of(&order) > 0);
+    assert_eq!(order["user_id"], "user-1");
+    assert_eq!(order["product_id"], pid);
+    assert_eq!(order["quantity"], 3);
+    assert_eq!(order["total_price"], json!(59.97));
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["attempts"], 0);
+    assert!(order["created_at"].is_string() && order["updated_at"].is_string());
+    assert_eq!(order["items"], json!([{ "product_id": pid, "quantity": 3, "unit_price": 19.99 }]));
+    assert_eq!(app.stock_of(pid).await, 7);
+
+    // Quantity defaults to 1; the user is optional; a SKU names the product as well as an id does.
+    let res = app.post("/api/v1/orders", &json!({ "product_id": product["sku"].clone() })).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    assert_eq!(order["quantity"], 1);
+    assert_eq!(order["product_id"], pid);
+    assert_eq!(order["user_id"], Value::Null);
+    assert_eq!(order["total_price"], json!(19.99));
+    assert_eq!(app.stock_of(pid).await, 6);
+}
+
+#[tokio::test]
+async fn a_multi_item_order_computes_its_total() {
+    let app = spawn_app().await;
+    let a = app.create_product("A", 19.99, 10).await;
+    let b = app.create_product("B", 5.01, 10).await;
+    let (a, b) = (id_of(&a), id_of(&b));
+
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "user_id": "u", "items": [
+                { "product_id": b, "quantity": 3 },
+                { "product_id": a, "quantity": 2 },
+            ] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    // 2 x 19.99 + 3 x 5.01
+    assert_eq!(order["total_price"], json!(55.01));
+    assert!((lines_total(&order) - 55.01).abs() < 1e-9);
+    assert_eq!(
+        order["items"],
+        json!([
+            { "product_id": a, "quantity": 2, "unit_price": 19.99 },
+            { "product_id": b, "quantity": 3, "unit_price": 5.01 },
+        ])
+    );
+    assert!(order.get("product_id").is_none(), "{order}");
+    assert!(order.get("quantity").is_none(), "{order}");
+    assert_eq!(app.stock_of(a).await, 8);
+    assert_eq!(app.stock_of(b).await, 7);
+
+    // Lines naming the same product are merged.
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "items": [
+                { "product_id": a, "quantity": 1 },
+                { "product_id": a, "quantity": 2 },
+            ] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    assert_eq!(order["quantity"], 3);
+    assert_eq!(order["total_price"], json!(59.97));
+    assert_eq!(app.stock_of(a).await, 5);
+
+    let stored: String = sqlx::query_scalar("SELECT total_price::text FROM orders WHERE id = $1")
+        .bind(id_of(&order))
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, "59.97");
+}
+
+#[tokio::test]
+async fn with_dynamic_pricing_the_total_is_what_the_lines_add_up_to() {
+    // Default pricing: 10 in stock is below the scarcity threshold, so the unit price is not the
+    // catalogue price; the total must still be exactly the lines' sum.
+    let app = crate::helpers::spawn_app().await;
+    let a = id_of(&app.create_product("A", 19.99, 10).await);
+    let b = id_of(&app.create_product("B", 5.01, 10).await);
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "items": [{ "product_id": a, "quantity": 2 }, { "product_id": b, "quantity": 3 }] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    let total = order["total_price"].as_f64().unwrap();
+    assert!((total - lines_total(&order)).abs() < 1e-9, "{order}");
+    assert!(total > 0.0);
+    assert_eq!(app.stock_of(a).await, 8);
+    assert_eq!(app.stock_of(b).await, 7);
+}
+
+#[tokio::test]
+async fn the_older_item_ids_form_is_accepted_when_its_total_matches() {
+    let app = spawn_app().await;
+    let p100 = create_product_with_sku(&app, "P-100", 10.0, 5).await;
+    let p101 = create_product_with_sku(&app, "P-101", 2.5, 5).await;
+
+    // P-100 named twice (once by SKU, once by id as a string): 2 x 10.00 + 2.50.
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({
+                "user_id": "legacy-user",
+                "item_ids": ["P-100", "P-101", id_of(&p100).to_string()],
+                "total_amount": 22.5,
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    assert_eq!(order["total_price"], json!(22.5));
+    assert_eq!(order["user_id"], "legacy-user");
+    assert_eq!(
+        order["items"],
+        json!([
+            { "product_id": id_of(&p100), "quantity": 2, "unit_price": 10.0 },
+            { "product_id": id_of(&p101), "quantity": 1, "unit_price": 2.5 },
+        ])
+    );
+    assert_eq!(app.stock_of(id_of(&p100)).await, 3);
+    assert_eq!(app.stock_of(id_of(&p101)).await, 4);
+}
+
+#[tokio::test]
+async fn the_older_form_is_409_with_the_current_total_when_the_total_differs() {
+    let app = spawn_app().await;
+    let p100 = create_product_with_sku(&app, "P-100", 10.0, 5).await;
+    let p101 = create_product_with_sku(&app, "P-101", 2.5, 5).await;
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "user_id": "u", "item_ids": ["P-100", "P-101"], "total_amount": 12.0 }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    let error = body(res).await;
+    assert_eq!(error["current_total"], json!(12.5), "{error}");
+    assert!(error["detail"].as_str().unwrap().contains("12.5"), "{error}");
+
+    // Nothing was sold or recorded.
+    assert_eq!(app.stock_of(id_of(&p100)).await, 5);
+    assert_eq!(app.stock_of(id_of(&p101)).await, 5);
+    assert_eq!(order_count(&app).await, 0);
+
+    // The total the server quoted is accepted.
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "user_id": "u", "item_ids": ["P-100", "P-101"], "total_amount": error["current_total"] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(app.stock_of(id_of(&p100)).await, 4);
+}
+
+#[tokio::test]
+async fn insufficient_stock_is_400_and_sells_nothing() {
+    let app = spawn_app().await;
+    let product = app.create_product("Scarce", 3.0, 2).await;
+    let pid = id_of(&product);
+    let res = app.order(pid, 3).await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let error = body(res).await;
+    assert_eq!(error["detail"], format!("Insufficient stock for product {pid}. Available: 2, Requested: 3"));
+    assert_eq!(app.stock_of(pid).await, 2);
+
+    // In a multi-item order the merged quantity counts, and the other lines are not sold either.
+    let other = app.create_product("Plenty", 1.0, 100).await;
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "items": [
+                { "product_id": id_of(&other), "quantity": 5 },
+                { "product_id": pid, "quantity": 1 },
+                { "product_id": pid, "quantity": 2 },
+            ] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        body(res).await["detail"],
+        format!("Insufficient stock for product {pid}. Available: 2, Requested: 3")
+    );
+    assert_eq!(app.stock_of(id_of(&other)).await, 100);
+    assert_eq!(app.stock_of(pid).await, 2);
+    assert_eq!(order_count(&app).await, 0);
+
+    // Exactly the stock left is fine.
+    assert_eq!(app.order(pid, 2).await.status(), StatusCode::CREATED);
+    assert_eq!(app.stock_of(pid).await, 0);
+}
+
+#[tokio::test]
+async fn an_unknown_product_is_404() {
+    let app = spawn_app().await;
+    let product = app.create_product("Real", 3.0, 5).await;
+    let res = app.order(999_999_999, 1).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(res).await["detail"], "Product 999999999 not found");
+
+    let res = app
+        .post(
+            "/api/v1/orders",
+            &json!({ "items": [
+                { "product_id": id_of(&product), "quantity": 1 },
+                { "product_id": "NO-SUCH-SKU", "quantity": 1 },
+            ] }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(res).await["detail"], "Product NO-SUCH-SKU not found");
+    assert_eq!(app.stock_of(id_of(&product)).await, 5);
+    assert_eq!(order_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn invalid_orders_are_422_and_change_nothing() {
+    let app = spawn_app().await;
+    let product = app.create_product("Valid", 3.0, 5).await;
+    let pid = id_of(&product);
+    let cases = [
+        ("quantity 0", json!({ "product_id": pid, "quantity": 0 }), "quantity"),
+        ("negative quantity", json!({ "product_id": pid, "quantity": -2 }), "quantity"),
+        ("quantity too large", json!({ "product_id": pid, "quantity": 10_001 }), "quantity"),
+        ("quantity 0 in items", json!({ "items": [{ "product_id": pid, "quantity": 0 }] }), "quantity"),
+        ("no items", json!({ "user_id": "u", "items": [] }), "at least one item"),
+        ("no item_ids", json!({ "item_ids": [] }), "at least one item"),
+        ("nothing to buy", json!({ "user_id": "u" }), "exactly one of"),
+        (
+            "product_id and items",
+            json!({ "product_id": pid, "quantity": 1, "items": [{ "product_id": pid, "quantity": 1 }] }),
+            "exactly one of",
+        ),
+        (
+            "quantity outside product_id",
+            json!({ "quantity": 2, "items": [{ "product_id": pid, "quantity": 1 }] }),
+            "quantity",
+        ),
+        ("product id 0", json!({ "product_id": 0 }), "product id"),
+        ("quantity as a string", json!({ "product_id": pid, "quantity": "1" }), "quantity"),
+        ("empty user_id", json!({ "user_id": " ", "product_id": pid }), "user_id"),
+        ("negative total_amount", json!({ "item_ids": [pid], "total_amount": -1 }), "total_amount"),
+        ("unknown field", json!({ "product_id": pid, "coupon": "X" }), "coupon"),
+    ];
+    for (case, order, wanted) in cases {
+        let res = app.post("/api/v1/orders", &order).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{case}");
+        let detail = body(res).await["detail"].as_str().unwrap().to_string();
+        assert!(detail.contains(wanted), "{case}: {detail:?} should say {wanted:?}");
+    }
+    let res = post_raw(&app, "/api/v1/orders", r#"{"product_id": 1, "quantity": "#).await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body(res).await["detail"].as_str().unwrap().starts_with("Malformed JSON"));
+
+    assert_eq!(app.stock_of(pid).await, 5);
+    assert_eq!(order_count(&app).await, 0);
+}
+
+#[tokio::test]
+async fn reading_an_order_and_its_status() {
+    let app = spawn_app().await;
+    let product = app.create_product("Readable", 4.0, 5).await;
+    let order = body(app.order(id_of(&product), 2).await).await;
+    let id = id_of(&order);
+
+    let res = app.get(&format!("/api/v1/orders/{id}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await, order);
+
+    let res = app.get(&format!("/api/v1/orders/{id}/status")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let status = body(res).await;
+    assert_eq!(
+        status,
+        json!({
+            "order_id": id,
+            "status": "pending",
+            "created_at": order["created_at"],
+            "updated_at": order["updated_at"],
+        })
+    );
+
+    for path in [format!("/api/v1/orders/{}", id + 1000), format!("/api/v1/orders/{}/status", id + 1000)] {
+        let res = app.get(&path).await;
+        assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body(res).await["detail"], format!("Order {} not found", id + 1000));
+    }
+    for path in ["/api/v1/orders/abc", "/api/v1/orders/abc/status"] {
+        assert_eq!(app.get(path).await.status(), StatusCode::UNPROCESSABLE_ENTITY, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn listing_orders_filters_by_status_and_pages_newest_first() {
+    let app = spawn_app().await;
+    let product = app.create_product("Listed", 1.0, 100).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
+    }
+    let res = app.post(&format!("/api/v1/orders/{}/cancel", ids[1]), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let listed = |page: &Value| -> Vec<i64> { page["items"].as_array().unwrap().iter().map(id_of).collect() };
+
+    let page = body(app.get("/api/v1/orders").await).await;
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["page"], 1);
+    assert_eq!(page["page_size"], 20);
+    assert_eq!(page["total_pages"], 1);
+    let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+    assert_eq!(listed(&page), newest_first);
+
+    let page = body(app.get("/api/v1/orders?page=2&page_size=2").await).await;
+    assert_eq!(page["total"], 5);
+    assert_eq!(page["total_pages"], 3);
+    assert_eq!(listed(&page), newest_first[2..4]);
+    assert_eq!(page["items"][0]["items"][0]["product_id"], id_of(&product));
+
+    let page = body(app.get("/api/v1/orders?status=pending").await).await;
+    assert_eq!(page["total"], 4);
+    assert_eq!(listed(&page), [ids[4], ids[3], ids[2], ids[0]]);
+    assert!(page["items"].as_array().unwrap().iter().all(|o| o["status"] == "pending"));
+
+    let page = body(app.get("/api/v1/orders?status=cancelled").await).await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(listed(&page), [ids[1]]);
+    assert_eq!(page["items"][0]["status"], "cancelled");
+
+    let page = body(app.get("/api/v1/orders?status=completed").await).await;
+    assert_eq!(page["total"], 0);
+    assert_eq!(page["total_pages"], 0);
+    assert!(listed(&page).is_empty());
+
+    for query in ["status=shipped", "status=PENDING", "page_size=0", "page_size=101", "page=0"] {
+        let res = app.get(&format!("/api/v1/orders?{query}")).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert!(body(res).await["detail"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn cancelling_a_pending_order_gives_its_stock_back_once() {
+    let app = spawn_app().await;
+    let a = app.create_product("A", 2.0, 10).await;
+    let b = app.create_product("B", 3.0, 10).await;
+    let (a, b) = (id_of(&a), id_of(&b));
+    let order = body(
+        app.post(
+            "/api/v1/orders",
+            &json!({ "items": [{ "product_id": a, "quantity": 3 }, { "product_id": b, "quantity": 4 }] }),
+        )
+        .await,
+    )
+    .await;
+    let id = id_of(&order);
+    assert_eq!(app.stock_of(a).await, 7);
+    assert_eq!(app.stock_of(b).await, 6);
+
+    let cancel = format!("/api/v1/orders/{id}/cancel");
+    let res = app.post(&cancel, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let cancelled = body(res).await;
+    assert_eq!(cancelled["id"], id);
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(app.stock_of(a).await, 10);
+    assert_eq!(app.stock_of(b).await, 10);
+    assert_eq!(app.order_status(id).await, "cancelled");
+
+    let res = app.post(&cancel, &json!({})).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert!(body(res).await["detail"].as_str().unwrap().contains("cancelled"));
+    assert_eq!(app.stock_of(a).await, 10, "stock given back only once");
+    assert_eq!(app.stock_of(b).await, 10);
+
+    let res = app.post(&format!("/api/v1/orders/{}/cancel", id + 1000), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    assert_eq!(body(res).await["detail"], format!("Order {} not found", id + 1000));
+}
+
+#[tokio::test]
+async fn a_completed_order_cannot_be_cancelled() {
+    let app = spawn_app().await;
+    let product = app.create_product("Done", 2.0, 10).await;
+    let id = id_of(&body(app.order(id_of(&product), 1).await).await);
+    let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
+    assert_eq!(worker.processor().process(id).await.unwrap(), pricing_worker::orders::Outcome::Completed);
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+    assert_eq!(app.order_status(id).await, "completed");
+    assert_eq!(app.stock_of(id_of(&product)).await, 9);
+}
+
+#[tokio::test]
+async fn metrics_count_orders_by_status() {
+    let app = spawn_app().await;
+    let product = app.create_product("Counted", 2.0, 10).await;
+    let metrics = body(app.get("/api/v1/orders/metrics").await).await;
+    assert_eq!(
+        metrics,
+        json!({
+            "average_processing_time_seconds": 0.0,
+            "order_status_counts": {
+                "pending": 0, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0,
+            },
+            "total_processed": 0,
+        })
+    );
+
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
+    }
+    app.post(&format!("/api/v1/orders/{}/cancel", ids[0]), &json!({})).await;
+    let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
+    assert_eq!(worker.processor().process(ids[1]).await.unwrap(), pricing_worker::orders::Outcome::Completed);
+
+    let res = app.get("/api/v1/orders/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let metrics = body(res).await;
+    assert_eq!(
+        metrics["order_status_counts"],
+        json!({ "pending": 1, "processing": 0, "completed": 1, "failed": 0, "cancelled": 1 })
+    );
+    assert_eq!(metrics["total_processed"], 1);
+    let average = metrics["average_processing_time_seconds"].as_f64().unwrap();
+    // At least the simulated fulfilment delay, and far less than the time this test takes.
+    assert!(average >= app.settings.order_processing_delay.as_secs_f64() && average < 10.0, "{average}");
+}
+
+#[tokio::test]
+async fn the_queue_view_shows_the_pending_orders() {
+    let app = spawn_app().await;
+    let product = app.create_product("Queued", 2.0, 20).await;
+    let queue = body(app.get("/api/v1/orders/queue").await).await;
+    assert_eq!(queue["queue_length"], 0);
+    assert_eq!(queue["pending_orders"], json!([]));
+    assert_eq!(queue["total_processed"], 0);
+
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
+    }
+    app.post(&format!("/api/v1/orders/{}/cancel", ids[0]), &json!({})).await;
+
+    let res = app.get("/api/v1/orders/queue").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let queue = body(res).await;
+    assert_eq!(queue["queue_length"], 11);
+    // The ten oldest still pending, oldest first.
+    assert_eq!(queue["pending_orders"], json!(ids[1..11]));
+    assert_eq!(queue["total_processed"], 0);
+    assert_eq!(queue["processing"], 0);
+    // No worker runs: every wake-up job is still in Redis.
+    assert_eq!(queue["redis_queue_depth"], 12);
+}
+
+#[tokio::test]
+async fn the_older_services_paths_answer() {
+    let app = spawn_app().await;
+    let product = create_product_with_sku(&app, "P-200", 7.5, 10).await;
+
+    let res = app
+        .post(
+            "/orders/",
+            &json!({ "user_id": "old-client", "item_ids": ["P-200", "P-200"], "total_amount": 15.0 }),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let order = body(res).await;
+    assert_eq!(order["total_price"], json!(15.0));
+    assert_eq!(order["quantity"], 2);
+    let id = id_of(&order);
+    assert_eq!(app.stock_of(id_of(&product)).await, 8);
+
+    let res = app.get(&format!("/orders/{id}")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await, order);
+
+    let res = app.get(&format!("/orders/{id}/status")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await["status"], "pending");
+
+    let res = app.get("/orders/metrics").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body(res).await["order_status_counts"]["pending"], 1);
+
+    let res = app.get("/orders/status").await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let queue = body(res).await;
+    assert_eq!(queue["queue_length"], 1);
+    assert_eq!(queue["pending_orders"], json!([id]));
+
+    let res = app.post(&format!("/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(app.stock_of(id_of(&product)).await, 10);
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_of_ten_units_never_oversell() {
+    let app = spawn_app().await;
+    let product = app.create_product("Hot item", 49.99, 10).await;
+    let pid = id_of(&product);
+
+    let statuses: Vec<StatusCode> = join_all((0..200).map(|i| {
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/orders",
+                &json!({ "user_id": format!("buyer-{i}"), "product_id": pid, "quantity": 1 }),
+            )
+            .await
+            .status()
+        }
+    }))
+    .await;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+    assert_eq!((created, refused), (10, 190), "{statuses:?}");
+    assert_eq!(app.stock_of(pid).await, 0);
+
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_items WHERE product_id = $1 AND quantity = 1")
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, 10);
+    assert_eq!(order_count(&app).await, 10);
+    let cached = body(app.get(&format!("/api/v1/products/{pid}/cached")).await).await;
+    assert_eq!(cached["stock"], 0);
+}
+
+#[tokio::test]
+async fn orders_naming_the_same_products_in_opposite_order_never_deadlock() {
+    const ORDERS: i32 = 100;
+    let app = spawn_app().await;
+    let a = id_of(&app.create_product("A", 1.0, ORDERS).await);
+    let b = id_of(&app.create_product("B", 2.0, ORDERS + 5).await);
+
+    let responses: Vec<(StatusCode, Value)> = join_all((0..ORDERS).map(|i| {
+        let app = &app;
+        let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        async move {
+            let res = app
+                .post(
+                    "/api/v1/orders",
+                    &json!({ "items": [
+                        { "product_id": first, "quantity": 1 },
+                        { "product_id": second, "quantity": 1 },
+                    ] }),
+                )
+                .await;
+            let status = res.status();
+            (status, res.json().await.unwrap_or(Value::Null))
+        }
+    }))
+    .await;
+    for (status, body) in &responses {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["total_price"], json!(3.0));
+    }
+    assert_eq!(app.stock_of(a).await, 0);
+    assert_eq!(app.stock_of(b).await, 5);
+    assert_eq!(order_count(&app).await, ORDERS as i64);
+}
+
+/// Cancelling and buying the same product at once must not deadlock: both take the product rows before the
+/// order-status counter rows (`order_stats` shards, `pid % 16`, shared as soon as there are more than 16
+/// connections). Before the fix, cancel took a counter row first and PostgreSQL aborted one side.
+#[tokio::test]
+async fn cancels_racing_purchases_of_the_same_product_never_deadlock() {
+    const ORDERS: i32 = 200;
+    let app = spawn_app_with(|s| s.database_max_connections = 40).await;
+    let pid = id_of(&app.create_product("Contended", 1.0, 2 * ORDERS).await);
+    let mut pending = Vec::new();
+    for _ in 0..ORDERS {
+        pending.push(id_of(&body(app.order(pid, 1).await).await));
+    }
+    let cancels = join_all(pending.iter().map(|id| {
+        let app = &app;
+        async move { app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await.status() }
+    }));
+    let purchases = join_all((0..ORDERS).map(|_| {
+        let app = &app;
+        async move { app.order(pid, 1).await.status() }
+    }));
+    let (cancels, purchases) = tokio::join!(cancels, purchases);
+    assert!(cancels.iter().all(|s| *s == StatusCode::OK), "{cancels:?}");
+    assert!(purchases.iter().all(|s| *s == StatusCode::CREATED), "{purchases:?}");
+    assert_eq!(app.stock_of(pid).await, ORDERS);
+}
+
+/// A SKU freed by deleting its product and given to a new one must name the new product, although
+/// `PricingService::resolve` caches SKU -> id.
+#[tokio::test]
+async fn a_sku_reused_after_its_product_was_deleted_names_the_new_product() {
+    let app = spawn_app().await;
+    let old = create_product_with_sku(&app, "REUSED", 5.0, 10).await;
+    // Quoting by SKU resolves (and caches) it, as ordering by SKU does.
+    let res = app.post("/api/v1/price", &json!({ "product_id": "REUSED" })).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app.admin(reqwest::Method::DELETE, &format!("/api/v1/products/{}", id_of(&old)), None).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let new = create_product_with_sku(&app, "REUSED", 6.0, 10).await;
+
+    let res = app.post("/api/v1/orders", &json!({ "item_ids": ["REUSED"] })).await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(body(res).await["product_id"], id_of(&new));
+    assert_eq!(app.stock_of(id_of(&new)).await, 9);
+}

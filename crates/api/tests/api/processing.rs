@@ -3,9 +3,36 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
+use pricing_worker::orders::Outcome;
+use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, wait_until};
+use crate::helpers::{spawn_app, spawn_app_with, wait_until, TestApp};
+
+/// Places an order of `quantity` units of a new product with `stock` in stock; returns (order id, product id).
+async fn place_order(app: &TestApp, stock: i32, quantity: i32) -> (i64, i64) {
+    let product = app.create_product("Processed", 10.0, stock).await;
+    let product_id = product["id"].as_i64().unwrap();
+    let res = app.order(product_id, quantity).await;
+    assert_eq!(res.status(), 201);
+    let order: Value = res.json().await.unwrap();
+    (order["id"].as_i64().unwrap(), product_id)
+}
+
+async fn attempts_of(app: &TestApp, order_id: i64) -> i32 {
+    sqlx::query_scalar("SELECT attempts FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
+
+async fn failure_reason_of(app: &TestApp, order_id: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT failure_reason FROM orders WHERE id = $1")
+        .bind(order_id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+}
 
 #[tokio::test]
 async fn an_order_reaches_completed() {
@@ -21,12 +48,7 @@ async fn an_order_reaches_completed() {
         app.order_status(id).await == "completed"
     })
     .await;
-    let order: Value = app
-        .get(&format!("/api/v1/orders/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = app.get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
     assert_eq!(order["attempts"], 1);
     assert!(order["completed_at"].is_string());
     assert_eq!(app.stock_of(product["id"].as_i64().unwrap()).await, 3);
@@ -36,12 +58,7 @@ async fn an_order_reaches_completed() {
 async fn an_order_placed_while_the_worker_is_down_completes_once_it_starts() {
     let mut app = spawn_app().await;
     let product = app.create_product("Desk", 100.0, 5).await;
-    let order: Value = app
-        .order(product["id"].as_i64().unwrap(), 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order: Value = app.order(product["id"].as_i64().unwrap(), 1).await.json().await.unwrap();
     let id = order["id"].as_i64().unwrap();
     assert_eq!(app.order_status(id).await, "pending");
     app.start_worker().await;
@@ -74,11 +91,10 @@ async fn backlog_completes_exactly_once(wipe: bool) {
     }
     app.start_worker_with(|s| s.worker_concurrency = 256).await;
     wait_until(Duration::from_secs(240), "all orders completed", || async {
-        let done: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'completed'")
-                .fetch_one(&app.db)
-                .await
-                .unwrap();
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE status = 'completed'")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
         done == ORDERS as i64
     })
     .await;
@@ -105,4 +121,104 @@ async fn twenty_thousand_orders_queued_without_a_worker_complete_exactly_once() 
 #[tokio::test]
 async fn twenty_thousand_orders_complete_after_redis_restarts_empty() {
     backlog_completes_exactly_once(true).await;
+}
+
+#[tokio::test]
+async fn a_job_delivered_twice_completes_the_order_once() {
+    let app = spawn_app().await;
+    let (id, product_id) = place_order(&app, 5, 2).await;
+    let processor = pricing_worker::Worker::build(app.settings.clone()).await.unwrap().processor();
+
+    assert_eq!(processor.process(id).await.unwrap(), Outcome::Completed);
+    assert_eq!(processor.process(id).await.unwrap(), Outcome::Skipped);
+
+    assert_eq!(app.order_status(id).await, "completed");
+    assert_eq!(attempts_of(&app, id).await, 1);
+    assert_eq!(app.stock_of(product_id).await, 3);
+    let completions: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(orders), 0)::bigint FROM order_stats WHERE status = 'completed'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(completions, 1, "the completion is counted once");
+}
+
+#[tokio::test]
+async fn an_order_whose_processing_keeps_being_interrupted_ends_failed_with_its_stock_back() {
+    let app = spawn_app().await;
+    let (id, product_id) = place_order(&app, 5, 2).await;
+    assert_eq!(app.stock_of(product_id).await, 3);
+    let max = app.settings.order_max_attempts;
+
+    // Each claim is a delivery whose worker died before finishing: the next one re-takes the order.
+    for attempt in 1..=max {
+        let claimed = pricing_core::db::orders::claim(&app.db, id, Duration::ZERO).await.unwrap();
+        assert_eq!(claimed, Some(attempt));
+    }
+    assert_eq!(app.order_status(id).await, "processing");
+    assert_eq!(attempts_of(&app, id).await, max);
+
+    let processor = pricing_worker::Worker::build({
+        let mut s = app.settings.clone();
+        s.order_stale_after = Duration::ZERO;
+        s
+    })
+    .await
+    .unwrap()
+    .processor();
+    let outcome = processor.process(id).await.unwrap();
+    assert!(matches!(&outcome, Outcome::Failed(reason) if reason.contains("interrupted")), "{outcome:?}");
+
+    assert_eq!(app.order_status(id).await, "failed");
+    let reason = failure_reason_of(&app, id).await.expect("a failure reason");
+    assert!(reason.contains(&max.to_string()), "{reason}");
+    assert_eq!(app.stock_of(product_id).await, 5, "stock given back");
+    let cached: Value = app.get(&format!("/api/v1/products/{product_id}/cached")).await.json().await.unwrap();
+    assert_eq!(cached["stock"], 5);
+
+    // A late delivery changes nothing: stock is not given back twice.
+    assert_eq!(processor.process(id).await.unwrap(), Outcome::Skipped);
+    assert_eq!(app.stock_of(product_id).await, 5);
+}
+
+#[tokio::test]
+async fn an_order_whose_fulfilment_always_fails_ends_failed_after_the_maximum_attempts() {
+    let mut app = spawn_app_with(|s| {
+        s.order_failure_rate = 1.0;
+        s.order_max_attempts = 3;
+    })
+    .await;
+    app.start_worker().await;
+    let (id, product_id) = place_order(&app, 5, 2).await;
+    wait_until(Duration::from_secs(10), "order failed", || async { app.order_status(id).await == "failed" })
+        .await;
+    assert_eq!(attempts_of(&app, id).await, 3);
+    let reason = failure_reason_of(&app, id).await.expect("a failure reason");
+    assert!(reason.contains("3 attempts"), "{reason}");
+    assert_eq!(app.stock_of(product_id).await, 5, "stock given back");
+
+    let order: Value = app.get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
+    assert_eq!(order["status"], "failed");
+    assert_eq!(order["failure_reason"], reason.as_str());
+    assert!(order["completed_at"].is_null());
+    let metrics: Value = app.get("/api/v1/orders/metrics").await.json().await.unwrap();
+    assert_eq!(metrics["order_status_counts"]["failed"], 1);
+    assert_eq!(metrics["total_processed"], 1);
+    app.stop_worker().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_order_is_not_processed() {
+    let app = spawn_app().await;
+    let (id, product_id) = place_order(&app, 5, 2).await;
+    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.stock_of(product_id).await, 5);
+
+    let processor = pricing_worker::Worker::build(app.settings.clone()).await.unwrap().processor();
+    assert_eq!(processor.process(id).await.unwrap(), Outcome::Skipped);
+    assert_eq!(app.order_status(id).await, "cancelled");
+    assert_eq!(attempts_of(&app, id).await, 0);
+    assert_eq!(app.stock_of(product_id).await, 5);
 }

@@ -84,18 +84,25 @@ impl Cache {
 
     /// Reads a versioned value; a missing, corrupt or old-format entry is `None` (a miss).
     pub async fn get_versioned<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
-        let raw: Option<String> = self.conn().await?.get(key).await?;
-        Ok(raw.and_then(|raw| {
-            let (_, json) = raw.split_once('|')?;
-            if json == "null" {
-                return None; // a tombstone: the row was deleted
+        let mut conn = self.conn().await?;
+        let Some(raw) = conn.get::<_, Option<String>>(key).await? else { return Ok(None) };
+        let decoded = match raw.split_once('|') {
+            // A tombstone: invalidated (or deleted) at that version.
+            Some((version, "null")) if version.parse::<i64>().is_ok() => return Ok(None),
+            Some((version, json)) if version.parse::<i64>().is_ok() => {
+                serde_json::from_str(json).map_err(|e| e.to_string())
             }
-            serde_json::from_str(json)
-                .inspect_err(
-                    |e| tracing::warn!(key, error = %e, "corrupt cache entry, treating as a miss"),
-                )
-                .ok()
-        }))
+            _ => Err("not a versioned entry".to_string()),
+        };
+        match decoded {
+            Ok(value) => Ok(Some(value)),
+            Err(error) => {
+                // Corrupt or an older format: drop it so the recomputed value can take its place.
+                tracing::warn!(key, %error, "corrupt cache entry, treating as a miss");
+                let _: () = conn.del(key).await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Writes `value` unless the cache already holds `version` or newer. Returns whether it wrote.
@@ -119,7 +126,11 @@ impl Cache {
     }
 
     /// Writes many versioned values in one pipeline (the bulk recalculation). Returns how many were written.
-    pub async fn set_versioned_many(&self, entries: &[(String, i64, String)], ttl: impl Fn() -> Duration) -> Result<u64> {
+    pub async fn set_versioned_many(
+        &self,
+        entries: &[(String, i64, String)],
+        ttl: impl Fn() -> Duration,
+    ) -> Result<u64> {
         if entries.is_empty() {
             return Ok(0);
         }
@@ -143,14 +154,35 @@ impl Cache {
     /// After a committed change to a product (an update, a sale, stock given back): stores its new row for
     /// `/cached` and invalidates its pricing state as of the new version. Best effort: a Redis failure is
     /// logged, and the versioned entries still refuse anything older than what PostgreSQL committed.
-    pub async fn product_changed(&self, product: &crate::domain::Product, product_ttl: Duration, price_ttl: Duration) {
-        let written = self
-            .set_versioned(&self.keys.product(product.id), product.version, product, product_ttl)
-            .await;
+    pub async fn product_changed(
+        &self,
+        product: &crate::domain::Product,
+        product_ttl: Duration,
+        price_ttl: Duration,
+    ) {
+        let written =
+            self.set_versioned(&self.keys.product(product.id), product.version, product, product_ttl).await;
         let invalidated = self.invalidate(&self.keys.price(product.id), product.version, price_ttl).await;
         if let Err(e) = written.and(invalidated) {
             tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
         }
+    }
+
+    /// After a product was deleted: tombstones of the highest version for its row and its pricing state (a
+    /// reader that fetched it just before the delete cannot write it back), and its SKU forgotten (the SKU
+    /// may be reused by a new product).
+    pub async fn product_deleted(&self, product: &crate::domain::Product, ttl: Duration) {
+        let row = self.invalidate(&self.keys.product(product.id), i64::MAX, ttl).await;
+        let price = self.invalidate(&self.keys.price(product.id), i64::MAX, ttl).await;
+        let sku = self.delete(&self.keys.sku(&product.sku)).await;
+        if let Err(e) = row.and(price).and(sku) {
+            tracing::warn!(product_id = product.id, error = %e, "could not clear the deleted product's cache");
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let _: () = self.conn().await?.del(key).await?;
+        Ok(())
     }
 
     /// Invalidates an entry as of `version`: a tombstone that only a value of that version or newer replaces.
@@ -184,13 +216,8 @@ impl Cache {
 
     /// `INFO` fields for the cache stats endpoint.
     pub async fn server_info(&self) -> Result<(u64, u64)> {
-        let info: redis::InfoDict = redis::cmd("INFO")
-            .query_async(&mut self.conn().await?)
-            .await?;
-        Ok((
-            info.get("connected_clients").unwrap_or(0),
-            info.get("used_memory").unwrap_or(0),
-        ))
+        let info: redis::InfoDict = redis::cmd("INFO").query_async(&mut self.conn().await?).await?;
+        Ok((info.get("connected_clients").unwrap_or(0), info.get("used_memory").unwrap_or(0)))
     }
 
     /// `ttl` shortened by up to 10% at random, so entries written together do not all expire together.
@@ -200,9 +227,7 @@ impl Cache {
     }
 
     pub async fn ping(&self) -> Result<()> {
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.conn().await?)
-            .await?;
+        let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await?;
         Ok(())
     }
 }

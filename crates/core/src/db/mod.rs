@@ -41,22 +41,18 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         return Ok(());
     };
     let mut admin = options.clone().database("postgres").connect().await?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
         // The name comes from our own configuration and is quoted above.
-        match sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(&mut admin)
-            .await
-        {
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
             Ok(_) => tracing::info!(database = %name, "created database"),
             // Another process created it between our check and our CREATE.
-            Err(sqlx::Error::Database(e))
-                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -67,10 +63,9 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
 /// Postgres error codes we turn into client errors.
 pub(crate) fn constraint_of(err: &sqlx::Error) -> Option<(&str, String)> {
     match err {
-        sqlx::Error::Database(e) => Some((
-            e.constraint().unwrap_or_default(),
-            e.code().map(|c| c.into_owned()).unwrap_or_default(),
-        )),
+        sqlx::Error::Database(e) => {
+            Some((e.constraint().unwrap_or_default(), e.code().map(|c| c.into_owned()).unwrap_or_default()))
+        }
         _ => None,
     }
 }

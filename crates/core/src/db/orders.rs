@@ -55,41 +55,24 @@ pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product
                 ProductRef::Sku(sku) => &p.sku == sku,
             })
             .ok_or_else(|| Error::NotFound(format!("Product {product_ref} not found")))?;
-        let unit_price = new
-            .unit_prices
-            .iter()
-            .find(|(id, _)| *id == product.id)
-            .map_or(product.price, |(_, p)| *p);
+        let unit_price =
+            new.unit_prices.iter().find(|(id, _)| *id == product.id).map_or(product.price, |(_, p)| *p);
         let entry = wanted.entry(product.id).or_insert((0, unit_price));
-        entry.0 = entry.0.checked_add(*quantity).ok_or_else(|| {
-            Error::Validation(format!("quantity for product {} is too large", product.id))
-        })?;
+        entry.0 = entry
+            .0
+            .checked_add(*quantity)
+            .ok_or_else(|| Error::Validation(format!("quantity for product {} is too large", product.id)))?;
     }
     for (&product_id, &(quantity, _)) in &wanted {
-        let available = locked
-            .iter()
-            .find(|p| p.id == product_id)
-            .map_or(0, |p| p.stock);
+        let available = locked.iter().find(|p| p.id == product_id).map_or(0, |p| p.stock);
         if available < quantity {
-            return Err(Error::InsufficientStock {
-                product_id,
-                available,
-                requested: quantity,
-            });
+            return Err(Error::InsufficientStock { product_id, available, requested: quantity });
         }
     }
-    let total = round_cents(
-        wanted
-            .values()
-            .map(|(q, price)| price * Decimal::from(*q))
-            .sum(),
-    );
+    let total = round_cents(wanted.values().map(|(q, price)| price * Decimal::from(*q)).sum());
     if let Some(shown) = new.expected_total {
         if shown != total {
-            return Err(Error::TotalChanged {
-                shown,
-                current: total,
-            });
+            return Err(Error::TotalChanged { shown, current: total });
         }
     }
 
@@ -130,25 +113,18 @@ pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product
         .iter()
         .zip(&quantities)
         .zip(&prices)
-        .map(|((&product_id, &quantity), &unit_price)| OrderItem {
-            product_id,
-            quantity,
-            unit_price,
-        })
+        .map(|((&product_id, &quantity), &unit_price)| OrderItem { product_id, quantity, unit_price })
         .collect();
     Ok((order, products))
 }
 
 #[tracing::instrument(skip(pool))]
 pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
-    let order = sqlx::query_as::<_, Order>(concat!(
-        "SELECT ",
-        order_columns!(),
-        " FROM orders WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(pool)
-    .await?;
+    let order =
+        sqlx::query_as::<_, Order>(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
     let Some(mut order) = order else {
         return Ok(None);
     };
@@ -162,9 +138,7 @@ pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Order> {
-    find(pool, id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("Order {id} not found")))
+    find(pool, id).await?.ok_or_else(|| Error::NotFound(format!("Order {id} not found")))
 }
 
 /// One page of orders, newest first, optionally of one status. The total comes from the counters table.
@@ -217,6 +191,7 @@ pub async fn list(
 #[tracing::instrument(skip(pool))]
 pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
     let mut tx = pool.begin().await?;
+    lock_products_of(&mut tx, id).await?;
     let cancelled: Option<i64> = sqlx::query_scalar(
         "UPDATE orders SET status = 'cancelled' WHERE id = $1 AND status = 'pending' RETURNING id",
     )
@@ -230,9 +205,9 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
             .await?;
         return Err(match status {
             None => Error::NotFound(format!("Order {id} not found")),
-            Some(status) => Error::Conflict(format!(
-                "Order {id} is {status}; only pending orders can be cancelled"
-            )),
+            Some(status) => {
+                Error::Conflict(format!("Order {id} is {status}; only pending orders can be cancelled"))
+            }
         });
     }
     let products = restore_stock(&mut tx, id).await?;
@@ -240,8 +215,9 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
     Ok((get(pool, id).await?, products))
 }
 
-/// Gives an order's stock back, locking its products in ascending id order like a purchase does.
-async fn restore_stock(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<Vec<Product>> {
+/// Locks an order's products in ascending id order, as a purchase does, before the order row and the
+/// status counters: every transaction takes products first, so none can wait in a cycle.
+async fn lock_products_of(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<()> {
     sqlx::query(
         "SELECT p.id FROM products p JOIN order_items i ON i.product_id = p.id
          WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
@@ -249,6 +225,11 @@ async fn restore_stock(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Res
     .bind(order_id)
     .execute(&mut **tx)
     .await?;
+    Ok(())
+}
+
+/// Gives an order's stock back; its products are already locked (`lock_products_of`).
+async fn restore_stock(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<Vec<Product>> {
     Ok(sqlx::query_as::<_, Product>(concat!(
         "UPDATE products SET stock = stock + i.quantity FROM order_items i
          WHERE i.order_id = $1 AND i.product_id = products.id RETURNING ",
@@ -305,13 +286,9 @@ pub async fn complete(pool: &PgPool, id: i64, attempts: i32) -> Result<bool> {
 /// `processing -> failed` with the reason, giving the stock back in the same transaction. Returns the
 /// products whose stock changed, or `None` when the order was not ours to fail.
 #[tracing::instrument(skip(pool))]
-pub async fn fail(
-    pool: &PgPool,
-    id: i64,
-    attempts: i32,
-    reason: &str,
-) -> Result<Option<Vec<Product>>> {
+pub async fn fail(pool: &PgPool, id: i64, attempts: i32, reason: &str) -> Result<Option<Vec<Product>>> {
     let mut tx = pool.begin().await?;
+    lock_products_of(&mut tx, id).await?;
     let failed = sqlx::query(
         "UPDATE orders SET status = 'failed', failure_reason = $3
          WHERE id = $1 AND status = 'processing' AND attempts = $2",
@@ -350,12 +327,10 @@ pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Resu
 
 /// The oldest pending orders' ids (what is next in line).
 pub async fn oldest_pending(pool: &PgPool, limit: i64) -> Result<Vec<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM orders WHERE status = 'pending' ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT id FROM orders WHERE status = 'pending' ORDER BY id LIMIT $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?)
 }
 
 /// Counts by status and the average processing time, from the trigger-maintained `order_stats` table.
@@ -369,28 +344,10 @@ pub async fn stats(pool: &PgPool) -> Result<OrderStats> {
     .await?;
     let counts = OrderStatus::ALL
         .into_iter()
-        .map(|s| {
-            (
-                s,
-                rows.iter().find(|r| r.0 == s.as_str()).map_or(0, |r| r.1),
-            )
-        })
+        .map(|s| (s, rows.iter().find(|r| r.0 == s.as_str()).map_or(0, |r| r.1)))
         .collect::<Vec<_>>();
-    let completed = counts
-        .iter()
-        .find(|(s, _)| *s == OrderStatus::Completed)
-        .map_or(0, |c| c.1);
-    let seconds = rows
-        .iter()
-        .find(|r| r.0 == "completed")
-        .map_or(0.0, |r| r.2);
-    let average_processing_time_seconds = if completed > 0 {
-        seconds / completed as f64
-    } else {
-        0.0
-    };
-    Ok(OrderStats {
-        counts,
-        average_processing_time_seconds,
-    })
+    let completed = counts.iter().find(|(s, _)| *s == OrderStatus::Completed).map_or(0, |c| c.1);
+    let seconds = rows.iter().find(|r| r.0 == "completed").map_or(0.0, |r| r.2);
+    let average_processing_time_seconds = if completed > 0 { seconds / completed as f64 } else { 0.0 };
+    Ok(OrderStats { counts, average_processing_time_seconds })
 }

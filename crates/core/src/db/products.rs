@@ -10,7 +10,10 @@ use crate::{
 #[tracing::instrument(skip(pool))]
 pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Product> {
     let sku = new.sku.clone().unwrap_or_else(generated_sku);
-    sqlx::query_as::<_, Product>(concat!("INSERT INTO products (sku, name, category, price, stock) VALUES ($1, $2, $3, $4, $5) RETURNING ", product_columns!()))
+    sqlx::query_as::<_, Product>(concat!(
+        "INSERT INTO products (sku, name, category, price, stock) VALUES ($1, $2, $3, $4, $5) RETURNING ",
+        product_columns!()
+    ))
     .bind(&sku)
     .bind(&new.name)
     .bind(&new.category)
@@ -19,60 +22,40 @@ pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Product> {
     .fetch_one(pool)
     .await
     .map_err(|e| match super::constraint_of(&e) {
-        Some(("products_sku_key", _)) => {
-            Error::Conflict(format!("A product with sku {sku} already exists"))
-        }
+        Some(("products_sku_key", _)) => Error::Conflict(format!("A product with sku {sku} already exists")),
         _ => e.into(),
     })
 }
 
 /// A SKU for a product created without one: short, unique in practice, never in the seed's `P-` range.
 fn generated_sku() -> String {
-    format!(
-        "SKU-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase()
-    )
+    format!("SKU-{}", &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase())
 }
 
 #[tracing::instrument(skip(db))]
 pub async fn find(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Product>> {
-    Ok(sqlx::query_as::<_, Product>(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products WHERE id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db)
-    .await?)
+    Ok(sqlx::query_as::<_, Product>(concat!("SELECT ", product_columns!(), " FROM products WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?)
 }
 
 /// The product or a `NotFound` naming it.
 pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Product> {
-    find(db, id)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
+    find(db, id).await?.ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
 }
 
 #[tracing::instrument(skip(pool))]
 pub async fn find_by_sku(pool: &PgPool, sku: &str) -> Result<Option<Product>> {
-    Ok(sqlx::query_as::<_, Product>(concat!(
-        "SELECT ",
-        product_columns!(),
-        " FROM products WHERE sku = $1"
-    ))
-    .bind(sku)
-    .fetch_optional(pool)
-    .await?)
+    Ok(sqlx::query_as::<_, Product>(concat!("SELECT ", product_columns!(), " FROM products WHERE sku = $1"))
+        .bind(sku)
+        .fetch_optional(pool)
+        .await?)
 }
 
 /// One page of products, oldest first, optionally filtered by a case-insensitive name fragment.
 #[tracing::instrument(skip(pool))]
-pub async fn list(
-    pool: &PgPool,
-    search: Option<&str>,
-    page: i64,
-    page_size: i64,
-) -> Result<Page<Product>> {
+pub async fn list(pool: &PgPool, search: Option<&str>, page: i64, page_size: i64) -> Result<Page<Product>> {
     let pattern = search.map(|s| format!("%{}%", escape_like(s)));
     let items = sqlx::query_as::<_, Product>(concat!(
         "SELECT ",
@@ -85,19 +68,16 @@ pub async fn list(
     .bind((page - 1) * page_size)
     .fetch_all(pool)
     .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM products WHERE ($1::text IS NULL OR name ILIKE $1)",
-    )
-    .bind(&pattern)
-    .fetch_one(pool)
-    .await?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM products WHERE ($1::text IS NULL OR name ILIKE $1)")
+            .bind(&pattern)
+            .fetch_one(pool)
+            .await?;
     Ok(Page::new(items, total, page, page_size))
 }
 
 fn escape_like(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('%', "\\%")
-        .replace('_', "\\_")
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// Applies the given fields, leaving the others as they are.
@@ -121,21 +101,18 @@ pub async fn update(pool: &PgPool, id: i64, changes: &ProductChanges) -> Result<
 
 /// Deletes a product that was never ordered. One with orders is refused: its orders must keep pointing at it.
 #[tracing::instrument(skip(pool))]
-pub async fn delete(pool: &PgPool, id: i64) -> Result<()> {
-    let result = sqlx::query("DELETE FROM products WHERE id = $1")
+pub async fn delete(pool: &PgPool, id: i64) -> Result<Product> {
+    sqlx::query_as::<_, Product>(concat!("DELETE FROM products WHERE id = $1 RETURNING ", product_columns!()))
         .bind(id)
-        .execute(pool)
+        .fetch_optional(pool)
         .await
         .map_err(|e| match super::constraint_of(&e) {
             Some((_, code)) if code == "23503" => Error::Conflict(format!(
                 "Product {id} has orders and cannot be deleted; set its stock to 0 to stop selling it"
             )),
             _ => e.into(),
-        })?;
-    if result.rows_affected() == 0 {
-        return Err(Error::NotFound(format!("Product {id} not found")));
-    }
-    Ok(())
+        })?
+        .ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
 }
 
 /// Creates demo products `P-100`, `P-101`, ... up to `count` of them; products that exist are left alone.
@@ -172,8 +149,5 @@ pub async fn batch_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Pr
 }
 
 pub async fn count_after(pool: &PgPool, after: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM products WHERE id > $1")
-        .bind(after)
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM products WHERE id > $1").bind(after).fetch_one(pool).await?)
 }

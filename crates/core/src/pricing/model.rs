@@ -98,10 +98,7 @@ pub fn product_pricing(inputs: &PricingInputs, config: &PricingConfig, now: Date
         base_price: inputs.base_price,
         demand_multiplier: demand_multiplier(inputs.recent_orders, config),
         scarcity_multiplier: scarcity_multiplier(inputs.stock, config),
-        market_multiplier: inputs
-            .market_multiplier
-            .unwrap_or(Decimal::ONE)
-            .clamp(MARKET_MIN, MARKET_MAX),
+        market_multiplier: inputs.market_multiplier.unwrap_or(Decimal::ONE).clamp(MARKET_MIN, MARKET_MAX),
         recent_orders: inputs.recent_orders,
         stock: inputs.stock,
         computed_at: now,
@@ -192,9 +189,8 @@ pub fn parse_location_multipliers(spec: &str) -> Result<Vec<(String, Decimal)>, 
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|pair| {
-            let (code, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("{pair:?} is not CODE=MULTIPLIER"))?;
+            let (code, value) =
+                pair.split_once('=').ok_or_else(|| format!("{pair:?} is not CODE=MULTIPLIER"))?;
             let m: Decimal = value.trim().parse().map_err(|e| format!("{pair:?}: {e}"))?;
             if m <= Decimal::ZERO {
                 return Err(format!("{pair:?}: the multiplier must be positive"));

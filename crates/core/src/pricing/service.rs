@@ -126,14 +126,17 @@ impl PricingService {
         let key = self.cache.keys.sku(sku);
         if let Ok(mut conn) = self.cache.conn().await {
             if let Ok(Some(id)) = conn.get::<_, Option<i64>>(&key).await {
-                return Ok(id);
+                // A deleted product's SKU may have been reused: trust the mapping only while the row exists.
+                if products::find(&self.db, id).await?.is_some_and(|p| &p.sku == sku) {
+                    return Ok(id);
+                }
             }
         }
         let product = products::find_by_sku(&self.db, sku)
             .await?
             .ok_or_else(|| Error::NotFound(format!("Product {sku} not found")))?;
         if let Ok(mut conn) = self.cache.conn().await {
-            let _: redis::RedisResult<()> = conn.set_ex(&key, product.id, 86_400).await;
+            let _: redis::RedisResult<()> = conn.set_ex(&key, product.id, 3_600).await;
         }
         Ok(product.id)
     }
@@ -206,7 +209,9 @@ impl PricingService {
             Utc::now(),
         );
         let ttl = Cache::jittered(self.settings.price_cache_ttl);
-        if let Err(e) = self.cache.set_versioned(&self.cache.keys.price(product_id), pricing.version, &pricing, ttl).await {
+        if let Err(e) =
+            self.cache.set_versioned(&self.cache.keys.price(product_id), pricing.version, &pricing, ttl).await
+        {
             tracing::warn!(product_id, error = %e, "could not cache the pricing state");
         }
         Ok(pricing)

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The benchmark (not a test): starts a release build of the api and the worker against a fresh database, drives
+# them with wrk beside them, measures this machine's ceilings in the same run (redis-benchmark GET; pgbench with
+# the least an order does, on one hot row and spread over 1,000 rows) and prints every figure with its ratio
+# to its ceiling. This machine is shared and noisy: compare ratios, not absolute numbers.
+#
+#   bench/run.sh                   # everything, about 5 minutes
+#   DURATION=20 bench/run.sh       # longer runs
+#   SKIP_MILLION=1 bench/run.sh    # skip the 1,000,000-product recalculation
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION="${DURATION:-10}"
+CONNECTIONS="${CONNECTIONS:-64}"
+PORT="${BENCH_PORT:-8100}"
+DB=pricing_bench
+export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/$DB"
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+export REDIS_KEY_PREFIX=bench
+export API_ADDR="127.0.0.1:$PORT"
+export ADMIN_TOKEN=bench-token
+export RUST_LOG=warn
+export PGPASSWORD=postgres
+URL="http://127.0.0.1:$PORT"
+
+scripts/services.sh
+command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+cargo build --release --locked -p pricing-api -p pricing-worker 2>&1 | tail -1
+
+psql_() { psql -h 127.0.0.1 -U postgres -d "$DB" -qAt "$@"; }
+echo "== fresh database $DB and Redis prefix $REDIS_KEY_PREFIX"
+dropdb -h 127.0.0.1 -U postgres --if-exists --force "$DB"
+redis-cli --scan --pattern "$REDIS_KEY_PREFIX:*" | xargs -r -n 1000 redis-cli del >/dev/null
+./target/release/pricing-api seed --products 10000 --stock 10000000
+
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+./target/release/pricing-api serve > /tmp/bench-api.log 2>&1 &
+API_PID=$!; pids+=($API_PID)
+./target/release/pricing-worker > /tmp/bench-worker.log 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
+  awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
+}
+declare -A RPS P50 P99 NOTE
+run_wrk() { # name script [env...]
+  local name=$1 script=$2; shift 2
+  local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "bench/wrk/$script" "$URL" 2>&1)
+  RPS[$name]=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+  P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  local errors; errors=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')
+  NOTE[$name]="$(grep '^status' <<<"$out" | tr '\n' ' ')${errors}"
+  printf '   %-34s %8s req/s  p50 %7s ms  p99 %7s ms  %s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${NOTE[$name]}"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+# --- ceilings ---------------------------------------------------------------------------------------------------
+echo "== ceilings (same machine, same run)"
+REDIS_GET=$(redis-benchmark -h 127.0.0.1 -c "$CONNECTIONS" -n 300000 -t get -q | awk '/GET/ { printf "%.0f", $2 }')
+echo "   redis-benchmark -c $CONNECTIONS -t get       $REDIS_GET req/s"
+psql_ -c "CREATE TABLE bench_products (id INT PRIMARY KEY, stock INT NOT NULL);
+          CREATE TABLE bench_orders (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, product_id INT,
+                                     total_price NUMERIC(12,2), created_at TIMESTAMPTZ DEFAULT now());
+          INSERT INTO bench_products SELECT g, 100000000 FROM generate_series(1, 1000) g;"
+pgb() { pgbench -h 127.0.0.1 -U postgres -n -c "$CONNECTIONS" -j 2 -T "$DURATION" -f "bench/pgbench/$1" "$DB" 2>/dev/null \
+          | awk '/^tps/ { printf "%.0f", $3 }'; }
+PG_HOT=$(pgb order_hot.sql)
+PG_SPREAD=$(pgb order_spread.sql)
+echo "   pgbench order, one hot row               $PG_HOT tx/s"
+echo "   pgbench order, spread over 1,000 rows    $PG_SPREAD tx/s"
+
+# --- catalogue and orders (issue 3) -----------------------------------------------------------------------------
+echo "== api (wrk -t2 -c$CONNECTIONS -d${DURATION}s)"
+PRODUCTS=1000 wrk -t2 -c16 -d2s -s bench/wrk/cached_product.lua "$URL" >/dev/null  # warm the cache
+run_wrk "GET /products/{id}/cached" cached_product.lua PRODUCTS=1000
+run_wrk "POST /orders, 1,000 products" order.lua FIRST=1 LAST=1000
+hot_before=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
+run_wrk "POST /orders, one hot product" order.lua FIRST=5000 LAST=5000
+hot_after=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
+hot_sold=$(psql_ -c "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = 5000")
+oversell=$(( hot_sold - (hot_before - hot_after) ))
+echo "   hot product: $hot_sold units sold in orders, stock went $hot_before -> $hot_after: oversold by $oversell"
+
+# --- quotes (issue 4) -------------------------------------------------------------------------------------------
+FIRST=42 LAST=42 wrk -t2 -c16 -d1s -s bench/wrk/quote.lua "$URL" >/dev/null
+run_wrk "POST /price, one hot product" quote.lua FIRST=42 LAST=42
+FIRST=1 LAST=10000 wrk -t2 -c64 -d3s -s bench/wrk/quote.lua "$URL" >/dev/null
+run_wrk "POST /price, 10,000-product hot set" quote.lua FIRST=1 LAST=10000
+
+if [ "${SKIP_MILLION:-0}" != "1" ]; then
+  echo "== 1,000,000 products"
+  t0=$(date +%s.%N)
+  ./target/release/pricing-api seed --products 1000000 --stock 1000 2>/dev/null
+  echo "   seeded in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
+  run_wrk "POST /price, misses (1M products)" quote.lua FIRST=10001 LAST=1000000
+  # The recalculation runs in the worker while wrk asks for cached quotes from the hot set.
+  task=$(curl -fsS -X POST -H "Authorization: Bearer $ADMIN_TOKEN" "$URL/api/v1/recalculate" | sed 's/.*"task_id":"\([^"]*\)".*/\1/')
+  t0=$(date +%s.%N)
+  run_wrk "POST /price, hot set during recalc" quote.lua FIRST=1 LAST=10000 &
+  wrk_pid=$!
+  while :; do
+    status=$(curl -fsS "$URL/api/v1/tasks/$task" | sed 's/.*"status":"\([^"]*\)".*/\1/')
+    case $status in succeeded|failed|skipped) break ;; esac
+    sleep 0.2
+  done
+  RECALC_S=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  wait "$wrk_pid"
+  echo "   recalculation of $(curl -fsS "$URL/api/v1/tasks/$task" | sed 's/.*"processed":\([0-9]*\).*/\1/') products: $status in $RECALC_S s"
+fi
+
+RSS_MB=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status")
+
+# --- summary ----------------------------------------------------------------------------------------------------
+echo
+echo "== summary (ratio = our figure / the machine's ceiling measured above)"
+printf '| %-36s | %9s | %8s | %8s | %-24s | %6s | %-12s |\n' figure "req/s" "p50 ms" "p99 ms" ceiling ratio target
+printf '|%s|\n' "--------------------------------------|-----------|----------|----------|--------------------------|--------|-------------"
+row() { printf '| %-36s | %9s | %8s | %8s | %-24s | %6s | %-12s |\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" "$2 ($3)" "$(ratio "${RPS[$1]}" "$3")" "$4"; }
+row "GET /products/{id}/cached" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
+row "POST /orders, 1,000 products" "pgbench spread" "$PG_SPREAD" ">= 0.5"
+row "POST /orders, one hot product" "pgbench hot row" "$PG_HOT" ">= 0.5"
+row "POST /price, one hot product" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
+row "POST /price, 10,000-product hot set" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
+if [ "${SKIP_MILLION:-0}" != "1" ]; then
+  row "POST /price, misses (1M products)" "redis GET" "$REDIS_GET" "-"
+  row "POST /price, hot set during recalc" "redis GET" "$REDIS_GET" "p99<=20"
+  echo "recalculation of 1,000,000 products: $RECALC_S s (target <= 60 s)"
+fi
+echo "hot-product oversell: $oversell (target 0)"
+echo "api peak RSS: $RSS_MB MB (target <= 64 MB)"

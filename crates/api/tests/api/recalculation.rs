@@ -1,0 +1,148 @@
+//! The bulk recalculation: progress in the task record, one run at a time under the Redis lock, the lock
+//! freed by expiry when its holder dies, and transient failures retried.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use pricing_core::{db, lock, pricing::ProductPricing};
+use pricing_worker::recalculate::RecalcOutcome;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, wait_until, TestApp};
+
+async fn start(app: &TestApp) -> (u16, Value) {
+    let res = app.admin(reqwest::Method::POST, "/api/v1/recalculate", None).await;
+    (res.status().as_u16(), res.json().await.unwrap())
+}
+
+async fn task(app: &TestApp, task_id: &str) -> Value {
+    app.get(&format!("/api/v1/tasks/{task_id}")).await.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_recalculation_fills_the_cache_and_reports_progress() {
+    let mut app = spawn_app().await;
+    db::products::seed(&app.db, 3_000, 100).await.unwrap();
+    app.start_worker().await;
+    let (status, body) = start(&app).await;
+    assert_eq!(status, 202);
+    let task_id = body["task_id"].as_str().unwrap().to_string();
+    assert_eq!(body["status_url"], format!("/api/v1/tasks/{task_id}"));
+    wait_until(Duration::from_secs(30), "the recalculation to succeed", || async {
+        task(&app, &task_id).await["status"] == "succeeded"
+    })
+    .await;
+    let done = task(&app, &task_id).await;
+    assert_eq!(done["processed"], 3_000);
+    assert_eq!(done["total"], 3_000);
+    assert_eq!(done["attempts"], 1);
+    assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+    // Every product's pricing state is cached now: a quote is a hit.
+    let cached: Option<ProductPricing> = app.cache.get_versioned(&app.cache.keys.price(1_500)).await.unwrap();
+    assert!(cached.is_some());
+}
+
+#[tokio::test]
+async fn recalculation_needs_the_admin_token_and_unknown_tasks_are_404() {
+    let app = spawn_app().await;
+    let res = app.client.post(app.url("/api/v1/recalculate")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = app.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000").await;
+    assert_eq!(res.status(), 404);
+    let res = app.get("/api/v1/tasks/not-a-uuid").await;
+    assert_eq!(res.status(), 422);
+}
+
+#[tokio::test]
+async fn two_recalculations_started_together_one_runs_one_is_skipped() {
+    let mut app = spawn_app().await;
+    db::products::seed(&app.db, 20_000, 100).await.unwrap();
+    let (_, a) = start(&app).await;
+    let (_, b) = start(&app).await;
+    // Both jobs are waiting when the worker starts, so it takes them together.
+    app.start_worker().await;
+    let ids = [a["task_id"].as_str().unwrap().to_string(), b["task_id"].as_str().unwrap().to_string()];
+    wait_until(Duration::from_secs(60), "both tasks to finish", || async {
+        let mut finished = 0;
+        for id in &ids {
+            let status = task(&app, id).await["status"].as_str().unwrap().to_string();
+            finished += usize::from(status == "succeeded" || status == "skipped");
+        }
+        finished == 2
+    })
+    .await;
+    let mut statuses = vec![
+        task(&app, &ids[0]).await["status"].as_str().unwrap().to_string(),
+        task(&app, &ids[1]).await["status"].as_str().unwrap().to_string(),
+    ];
+    statuses.sort();
+    assert_eq!(statuses, ["skipped", "succeeded"]);
+}
+
+#[tokio::test]
+async fn a_lock_whose_holder_died_frees_itself_by_expiry() {
+    let app = spawn_app().await;
+    let key = app.cache.keys.recalculate_lock();
+    let dead = lock::try_acquire(&app.cache, &key, Duration::from_millis(500)).await.unwrap().unwrap();
+    // The holder "dies": it never renews nor releases. Meanwhile nobody else can take the lock...
+    assert!(lock::try_acquire(&app.cache, &key, Duration::from_secs(5)).await.unwrap().is_none());
+    // ...and once the lease runs out someone can, and the dead holder cannot release the new lock.
+    let next = std::sync::Mutex::new(None);
+    wait_until(Duration::from_secs(5), "the lock to expire", || async {
+        let lease = lock::try_acquire(&app.cache, &key, Duration::from_secs(5)).await.unwrap();
+        let taken = lease.is_some();
+        *next.lock().unwrap() = lease;
+        taken
+    })
+    .await;
+    let next = next.into_inner().unwrap();
+    assert!(!dead.release(&app.cache).await.unwrap(), "a stale token must not release the new lock");
+    assert!(next.unwrap().release(&app.cache).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_recalculation_finding_the_lock_held_is_skipped_at_once() {
+    let app = spawn_app().await;
+    let key = app.cache.keys.recalculate_lock();
+    let held = lock::try_acquire(&app.cache, &key, Duration::from_secs(30)).await.unwrap().unwrap();
+    let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let outcome = worker.recalculator().unwrap().run(task.id).await.unwrap();
+    assert_eq!(outcome, RecalcOutcome::Skipped);
+    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, "skipped");
+    held.release(&app.cache).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_and_then_succeeds() {
+    let app = spawn_app().await;
+    db::products::seed(&app.db, 500, 100).await.unwrap();
+    let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
+    let recalculator = worker.recalculator().unwrap();
+    recalculator.injected_failures.store(2, Ordering::SeqCst);
+    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let outcome = recalculator.run(task.id).await.unwrap();
+    assert_eq!(outcome, RecalcOutcome::Succeeded { processed: 500 });
+    let task = db::tasks::get(&app.db, task.id).await.unwrap();
+    assert_eq!(task.attempts, 3, "two failed attempts, then success");
+    assert_eq!(task.status, "succeeded");
+    // The lock was released at the end (and between attempts).
+    let key = app.cache.keys.recalculate_lock();
+    assert!(lock::try_acquire(&app.cache, &key, Duration::from_secs(1)).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_recalculation_that_keeps_failing_ends_failed_after_its_attempts() {
+    let app = spawn_app().await;
+    db::products::seed(&app.db, 10, 100).await.unwrap();
+    let mut settings = app.settings.clone();
+    settings.recalc_max_attempts = 3;
+    let worker = pricing_worker::Worker::build(settings).await.unwrap();
+    let recalculator = worker.recalculator().unwrap();
+    recalculator.injected_failures.store(100, Ordering::SeqCst);
+    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let outcome = recalculator.run(task.id).await.unwrap();
+    assert!(matches!(outcome, RecalcOutcome::Failed(_)), "{outcome:?}");
+    let task = db::tasks::get(&app.db, task.id).await.unwrap();
+    assert_eq!((task.status.as_str(), task.attempts), ("failed", 3));
+    assert!(task.error.unwrap().contains("injected"));
+}
