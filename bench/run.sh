@@ -47,21 +47,29 @@ to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
 declare -A RPS P50 P99 NOTE
-run_wrk() { # name script [env...]
+RESULTS=$(mktemp)
+run_wrk() { # name script [env...]  (DUR overrides the duration; results also go to $RESULTS)
   local name=$1 script=$2; shift 2
-  local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "bench/wrk/$script" "$URL" 2>&1)
-  RPS[$name]=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
-  P50[$name]=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
-  P99[$name]=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
-  local errors; errors=$(awk '/Non-2xx|Socket errors/' <<<"$out" | tr '\n' ' ')
-  NOTE[$name]="$(grep '^status' <<<"$out" | tr '\n' ' ')${errors}"
-  printf '   %-34s %8s req/s  p50 %7s ms  p99 %7s ms  %s\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}" "${NOTE[$name]}"
+  local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DUR:-$DURATION}s" --latency -s "bench/wrk/$script" "$URL" 2>&1 || true)
+  local rps p50 p99 note
+  rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
+  p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
+  p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  note="$( (grep -E '^status|Non-2xx|Socket errors' <<<"$out" || true) | tr '\n' ' ')"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$note" >> "$RESULTS"
+  printf '   %-36s %8s req/s  p50 %7s ms  p99 %7s ms  %s\n' "$name" "$rps" "$p50" "$p99" "$note"
+}
+load_results() { # figures run in the background (subshells) reach the summary through $RESULTS
+  while IFS=$'\t' read -r name rps p50 p99 note; do
+    RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; NOTE[$name]=$note
+  done < "$RESULTS"
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # --- ceilings ---------------------------------------------------------------------------------------------------
 echo "== ceilings (same machine, same run)"
-REDIS_GET=$(redis-benchmark -h 127.0.0.1 -c "$CONNECTIONS" -n 300000 -t get -q | awk '/GET/ { printf "%.0f", $2 }')
+REDIS_GET=$(redis-benchmark -h 127.0.0.1 -c "$CONNECTIONS" -n 300000 -t get -q | tr '\r' '\n' \
+            | awk '/requests per second/ { printf "%.0f", $2 }')
 echo "   redis-benchmark -c $CONNECTIONS -t get       $REDIS_GET req/s"
 psql_ -c "CREATE TABLE bench_products (id INT PRIMARY KEY, stock INT NOT NULL);
           CREATE TABLE bench_orders (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, product_id INT,
@@ -83,6 +91,7 @@ hot_before=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
 run_wrk "POST /orders, one hot product" order.lua FIRST=5000 LAST=5000
 hot_after=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
 hot_sold=$(psql_ -c "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = 5000")
+# Every unit sold is in an order, and stock fell by exactly that much: no oversell, no lost update.
 oversell=$(( hot_sold - (hot_before - hot_after) ))
 echo "   hot product: $hot_sold units sold in orders, stock went $hot_before -> $hot_after: oversold by $oversell"
 
@@ -101,7 +110,7 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   # The recalculation runs in the worker while wrk asks for cached quotes from the hot set.
   task=$(curl -fsS -X POST -H "Authorization: Bearer $ADMIN_TOKEN" "$URL/api/v1/recalculate" | sed 's/.*"task_id":"\([^"]*\)".*/\1/')
   t0=$(date +%s.%N)
-  run_wrk "POST /price, hot set during recalc" quote.lua FIRST=1 LAST=10000 &
+  DUR=$(( DURATION > 30 ? DURATION : 30 )) run_wrk "POST /price, hot set during recalc" quote.lua FIRST=1 LAST=10000 &
   wrk_pid=$!
   while :; do
     status=$(curl -fsS "$URL/api/v1/tasks/$task" | sed 's/.*"status":"\([^"]*\)".*/\1/')
@@ -113,6 +122,7 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   echo "   recalculation of $(curl -fsS "$URL/api/v1/tasks/$task" | sed 's/.*"processed":\([0-9]*\).*/\1/') products: $status in $RECALC_S s"
 fi
 
+load_results
 RSS_MB=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status")
 
 # --- summary ----------------------------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ cargo build --release --locked -p pricing-api -p pricing-worker
 pids=()
 cleanup() { trap - INT TERM EXIT; kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup INT TERM EXIT
-./target/release/pricing-api serve 2>&1 | sed -u 's/^/[api]    /' &
+./target/release/pricing-api serve > >(sed -u 's/^/[api]    /') 2>&1 &
 pids+=($!)
-./target/release/pricing-worker 2>&1 | sed -u 's/^/[worker] /' &
+./target/release/pricing-worker > >(sed -u 's/^/[worker] /') 2>&1 &
 pids+=($!)
 echo "api on ${API_ADDR:-0.0.0.0:8000}  (admin token: $ADMIN_TOKEN)  Ctrl-C stops both" >&2
 wait -n

@@ -53,11 +53,7 @@ impl ApiError {
                     StatusCode::CONFLICT,
                     json!({ "detail": detail, "product_id": product_id, "current_price": current_price }),
                 ),
-                Core::Database(_)
-                | Core::Redis(_)
-                | Core::RedisPool(_)
-                | Core::Queue(_)
-                | Core::Unavailable(_) => {
+                Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_) => {
                     tracing::error!(error = %core, "request failed on a backing service");
                     (
                         StatusCode::SERVICE_UNAVAILABLE,

@@ -115,12 +115,29 @@ impl<'de> Deserialize<'de> for ProductRefInput {
                 if let Ok(id) = v.parse::<i64>() {
                     return self.visit_i64(id);
                 }
-                if v.is_empty() || v.len() > 64 {
-                    return Err(E::custom("product SKU must be 1 to 64 characters"));
+                if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
+                    return Err(E::custom("product SKU must be 1 to 64 printable characters"));
                 }
                 Ok(ProductRefInput(ProductRef::Sku(v.to_string())))
             }
         }
         d.deserialize_any(Visitor)
     }
+}
+
+/// Checks a client-supplied text field: trimmed, `min..=max` characters, no control characters (PostgreSQL
+/// rejects NUL, and none belongs in a name). Returns the trimmed text.
+pub fn text_field(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    let len = value.chars().count();
+    if len < min {
+        return Err(ApiError::Validation(format!("{field} must not be empty")));
+    }
+    if len > max {
+        return Err(ApiError::Validation(format!("{field} must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::Validation(format!("{field} must not contain control characters")));
+    }
+    Ok(value.to_string())
 }

@@ -49,8 +49,8 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = db::connect(&settings).await?;
         db::migrate(&db).await?;
-        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 64)?;
-        let queue_conn = pricing_core::jobs::queue_connection(&settings.redis_url).await?;
+        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 4)?;
+        let queue_conn = pricing_core::jobs::redis_connection(&settings.redis_url)?;
         let order_queue = OrderQueue::new(queue_conn.clone(), &cache.keys);
         let task_queue = TaskQueue::new(queue_conn, &cache.keys);
         let admin_token: Arc<str> = match &settings.admin_token {

@@ -23,8 +23,6 @@ pub enum Error {
     Database(#[from] sqlx::Error),
     #[error("redis error: {0}")]
     Redis(#[from] redis::RedisError),
-    #[error("redis pool error: {0}")]
-    RedisPool(#[from] deadpool_redis::PoolError),
     #[error("queue error: {0}")]
     Queue(String),
     #[error("{0}")]

@@ -75,9 +75,9 @@ pub fn queue_config(keys: &Keys, queue: &str, batch_size: usize) -> Config {
         .idempotency_ttl(Some(IDEMPOTENCY_TTL))
 }
 
-/// A connection for apalis (it needs a `Clone` connection, which a pooled one is not), with a response
-/// timeout that a busy machine does not trip.
-pub async fn queue_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
+/// A multiplexed, self-reconnecting Redis connection with a response timeout a busy machine does not trip
+/// (apalis needs a `Clone` connection too).
+pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(redis_url)?;
     let config = ConnectionManagerConfig::new()
         .set_response_timeout(Some(crate::cache::RESPONSE_TIMEOUT))

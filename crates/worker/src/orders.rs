@@ -28,6 +28,27 @@ pub struct OrderProcessor {
 }
 
 impl OrderProcessor {
+    /// One delivery of an order's job: `process`, with PostgreSQL or Redis errors retried with exponential
+    /// backoff, at most `ORDER_MAX_ATTEMPTS` tries. If they all fail the order is left where PostgreSQL has
+    /// it; the sweeper enqueues it again once it is stale, so it is never lost.
+    pub async fn handle(&self, order_id: i64) -> Option<Outcome> {
+        let tries = self.settings.order_max_attempts.max(1);
+        for attempt in 1..=tries {
+            match self.process(order_id).await {
+                Ok(outcome) => return Some(outcome),
+                Err(e) if attempt < tries => {
+                    let delay = backoff(attempt);
+                    tracing::warn!(order_id, attempt, error = %e, ?delay, "processing hit an error; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    tracing::error!(order_id, attempt, error = %e, "processing kept failing; the sweeper will retry");
+                }
+            }
+        }
+        None
+    }
+
     #[tracing::instrument(skip(self))]
     pub async fn process(&self, order_id: i64) -> pricing_core::Result<Outcome> {
         let s = &self.settings;

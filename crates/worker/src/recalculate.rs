@@ -64,13 +64,26 @@ impl Recalculator {
     pub async fn run(&self, task_id: Uuid) -> pricing_core::Result<RecalcOutcome> {
         let s = &self.settings;
         let lock_key = self.cache.keys.recalculate_lock();
+        let mut lock_waits = 0;
         loop {
             let Some(lease) = lock::try_acquire(&self.cache, &lock_key, s.recalc_lock_ttl).await? else {
                 if tasks::skip(&self.db, task_id, "another recalculation was running").await? {
                     tracing::info!(%task_id, "recalculation skipped: the lock is held");
                     return Ok(RecalcOutcome::Skipped);
                 }
-                return Ok(RecalcOutcome::Duplicate);
+                let task = tasks::get(&self.db, task_id).await?;
+                if task.status != "queued" {
+                    return Ok(RecalcOutcome::Duplicate);
+                }
+                // A retry of a task that already did part of the work: wait for the other run to finish.
+                lock_waits += 1;
+                if lock_waits > s.recalc_max_attempts {
+                    tasks::finish(&self.db, task_id, "skipped", Some("another recalculation kept the lock"))
+                        .await?;
+                    return Ok(RecalcOutcome::Skipped);
+                }
+                tokio::time::sleep(backoff(lock_waits)).await;
+                continue;
             };
             let lease = Arc::new(lease);
             // A running task is re-taken only once its heartbeat is older than the lock's lease.
@@ -173,7 +186,7 @@ impl Recalculator {
 
 /// Connection trouble and a lost lock pass; anything else (a bug, bad data) would fail again.
 fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Database(_) | Error::Redis(_) | Error::RedisPool(_) | Error::Unavailable(_))
+    matches!(e, Error::Database(_) | Error::Redis(_) | Error::Unavailable(_))
 }
 
 /// 200 ms, 400 ms, 800 ms ... capped at 10 s, with up to 25% jitter.

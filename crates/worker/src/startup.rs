@@ -34,8 +34,8 @@ impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = db::connect(&settings).await?;
         db::migrate(&db).await?;
-        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 16)?;
-        let queue_conn = pricing_core::jobs::queue_connection(&settings.redis_url).await?;
+        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 2)?;
+        let queue_conn = pricing_core::jobs::redis_connection(&settings.redis_url)?;
         let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
         let tasks = TaskQueue::new(queue_conn, &cache.keys);
         Ok(Self { settings: Arc::new(settings), db, cache, orders, tasks })
@@ -137,9 +137,8 @@ where
     }
 }
 
-/// Only infrastructure errors return `Err`; the sweeper re-enqueues such orders in any case.
 async fn process_order(job: ProcessOrder, processor: Data<Arc<OrderProcessor>>) -> Result<(), BoxDynError> {
-    processor.process(job.order_id).await?;
+    processor.handle(job.order_id).await;
     Ok(())
 }
 

@@ -41,12 +41,13 @@ async fn ready(State(ctx): State<ApiContext>) -> impl IntoResponse {
 async fn cache_stats(State(ctx): State<ApiContext>) -> ApiResult<Json<serde_json::Value>> {
     let (connected_clients, used_memory) = ctx.cache.server_info().await?;
     let (hits, misses) = ctx.cache.lookup_counts();
-    let keys = ctx.cache.count_keys().await?;
+    let (keys, keys_truncated) = ctx.cache.count_keys(100_000).await?;
     let lookups = hits + misses;
     Ok(Json(json!({
         "connected_clients": connected_clients,
         "used_memory_bytes": used_memory,
         "keys": keys,
+        "keys_truncated": keys_truncated,
         "key_prefix": ctx.cache.keys.prefix(),
         "hits": hits,
         "misses": misses,

@@ -106,8 +106,10 @@ pub async fn render(State(ctx): State<ApiContext>) -> impl IntoResponse {
         for (status, n) in &stats.counts {
             let _ = writeln!(out, "pricing_orders{{status=\"{}\"}} {n}", status.as_str());
         }
-        let _ =
-            writeln!(out, "# HELP pricing_order_processing_seconds_average Mean pending-to-completed time.");
+        let _ = writeln!(
+            out,
+            "# HELP pricing_order_processing_seconds_average Mean time from processing start to completion."
+        );
         let _ = writeln!(out, "# TYPE pricing_order_processing_seconds_average gauge");
         let _ = writeln!(
             out,

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::{
     error::ApiResult,
-    extract::{page_params, Id, Json, ProductRefInput, Query},
+    extract::{page_params, text_field, Id, Json, ProductRefInput, Query},
     ApiContext, ApiError,
 };
 
@@ -77,12 +77,7 @@ struct OrderRequest {
 
 impl CreateOrder {
     fn validate(self) -> ApiResult<OrderRequest> {
-        let user_id = match self.user_id.map(|u| u.trim().to_string()) {
-            Some(u) if u.is_empty() || u.len() > 255 => {
-                return Err(ApiError::Validation("user_id must be 1 to 255 characters".into()))
-            }
-            other => other,
-        };
+        let user_id = self.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
         let forms = [self.product_id.is_some(), self.items.is_some(), self.item_ids.is_some()];
         if forms.iter().filter(|f| **f).count() != 1 {
             return Err(ApiError::Validation(
@@ -102,8 +97,8 @@ impl CreateOrder {
             } else {
                 self.item_ids.unwrap_or_default().into_iter().map(|r| ((r.0, 1), None)).unzip()
             };
-        if self.user_location.as_deref().is_some_and(|l| l.len() > 32) {
-            return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
+        if let Some(location) = self.user_location.as_deref() {
+            text_field("user_location", location, 0, 32)?;
         }
         if lines.is_empty() {
             return Err(ApiError::Validation("an order needs at least one item".into()));

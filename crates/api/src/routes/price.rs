@@ -7,8 +7,8 @@ use serde::Deserialize;
 
 use crate::{
     error::ApiResult,
-    extract::{Json, ProductRefInput},
-    ApiContext, ApiError,
+    extract::{text_field, Json, ProductRefInput},
+    ApiContext,
 };
 
 pub fn router() -> Router<ApiContext> {
@@ -31,13 +31,10 @@ async fn quote(
     State(ctx): State<ApiContext>,
     Json(body): Json<PriceRequest>,
 ) -> ApiResult<axum::Json<PriceDetail>> {
-    if body.user_location.as_deref().is_some_and(|l| l.len() > 32) {
-        return Err(ApiError::Validation("user_location must be at most 32 characters".into()));
+    if let Some(location) = body.user_location.as_deref() {
+        text_field("user_location", location, 0, 32)?;
     }
-    if body.user_id.as_deref().is_some_and(|u| u.trim().is_empty() || u.len() > 255) {
-        return Err(ApiError::Validation("user_id must be 1 to 255 characters".into()));
-    }
+    let user_id = body.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
     let shopper = ctx.pricing.shopper(body.user_location.as_deref(), body.is_prime_member);
-    let user_id = body.user_id.as_deref().map(str::trim);
-    Ok(axum::Json(ctx.pricing.quote(&body.product_id.0, &shopper, user_id).await?))
+    Ok(axum::Json(ctx.pricing.quote(&body.product_id.0, &shopper, user_id.as_deref()).await?))
 }

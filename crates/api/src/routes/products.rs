@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::{
     auth::Admin,
     error::ApiResult,
-    extract::{page_params, Id, Json, Query},
+    extract::{page_params, text_field, Id, Json, Query},
     ApiContext, ApiError,
 };
 
@@ -57,21 +57,11 @@ struct ListParams {
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
-    let name = name.trim();
-    match name.chars().count() {
-        0 => Err(ApiError::Validation("name must not be empty".into())),
-        n if n > 255 => Err(ApiError::Validation("name must be at most 255 characters".into())),
-        _ => Ok(name.to_string()),
-    }
+    text_field("name", name, 1, 255)
 }
 
 fn check_category(category: &str) -> ApiResult<String> {
-    let category = category.trim();
-    match category.chars().count() {
-        0 => Err(ApiError::Validation("category must not be empty".into())),
-        n if n > 100 => Err(ApiError::Validation("category must be at most 100 characters".into())),
-        _ => Ok(category.to_string()),
-    }
+    text_field("category", category, 1, 100)
 }
 
 fn check_sku(sku: &str) -> ApiResult<String> {
@@ -128,11 +118,11 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<Product>>> {
     let (page, page_size) = page_params(params.page, params.page_size)?;
-    let search = params.search.as_deref().map(str::trim).filter(|s| !s.is_empty());
-    if search.is_some_and(|s| s.len() > 255) {
-        return Err(ApiError::Validation("search must be at most 255 characters".into()));
-    }
-    Ok(axum::Json(products::list(&ctx.db, search, page, page_size).await?))
+    let search = match params.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Some(text_field("search", s, 1, 255)?),
+        None => None,
+    };
+    Ok(axum::Json(products::list(&ctx.db, search.as_deref(), page, page_size).await?))
 }
 
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<Product>> {

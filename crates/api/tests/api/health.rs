@@ -161,7 +161,16 @@ async fn cache_stats_count_this_deployments_hits_and_misses() {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["connected_clients", "hit_rate", "hits", "key_prefix", "keys", "misses", "used_memory_bytes"]
+        [
+            "connected_clients",
+            "hit_rate",
+            "hits",
+            "key_prefix",
+            "keys",
+            "keys_truncated",
+            "misses",
+            "used_memory_bytes"
+        ]
     );
     assert_eq!(stats["hits"], 3);
     assert_eq!(stats["misses"], 1);

@@ -11,8 +11,7 @@ use std::{
     time::Duration,
 };
 
-use deadpool_redis::{Config as PoolConfig, Pool, Runtime};
-use redis::{AsyncCommands, Script};
+use redis::{aio::ConnectionManager, AsyncCommands, Script};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use keys::Keys;
@@ -24,19 +23,15 @@ use crate::Result;
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Stored values look like `{version}|{json}`; `{version}|null` is a tombstone (the entry was invalidated
-/// at that version). The script writes only when the stored version is older (or absent), or equal to a
-/// tombstone's, so a slow reader that fetched an old row cannot overwrite the copy or tombstone a writer
-/// just stored after a commit.
+/// at that version). The script refuses to write when the stored version is newer, so a slow reader that
+/// fetched an old row cannot overwrite the copy or tombstone a writer stored after a later commit. An equal
+/// version may be rewritten: the value was computed from the same row (a recalculation refreshing it).
 const SET_IF_NEWER: &str = r#"
 local current = redis.call('GET', KEYS[1])
 if current then
     local sep = string.find(current, '|', 1, true)
     local v = sep and tonumber(string.sub(current, 1, sep - 1))
-    local new = tonumber(ARGV[1])
-    if v then
-        local tombstone = string.sub(current, sep + 1) == 'null'
-        if v > new or (v == new and not tombstone) then return 0 end
-    end
+    if v and v > tonumber(ARGV[1]) then return 0 end
 end
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1
@@ -51,35 +46,34 @@ pub struct LookupCounts {
 
 #[derive(Clone)]
 pub struct Cache {
-    pool: Pool,
+    connections: Arc<[ConnectionManager]>,
+    next: Arc<AtomicU64>,
     pub keys: Keys,
     set_if_newer: Arc<Script>,
     pub lookups: Arc<LookupCounts>,
 }
 
 impl Cache {
-    pub fn connect(redis_url: &str, prefix: &str, max_size: usize) -> anyhow::Result<Self> {
-        let mut config = PoolConfig::from_url(redis_url);
-        config.pool = Some(deadpool_redis::PoolConfig {
-            max_size,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(3)),
-                create: Some(Duration::from_secs(3)),
-                recycle: Some(Duration::from_secs(3)),
-            },
-            ..Default::default()
-        });
-        let pool = config.create_pool(Some(Runtime::Tokio1))?;
+    /// Opens `connections` multiplexed connections (lazily: a process starts while Redis is down and
+    /// connects when it is back). Each pipelines the requests of many tasks at once, so a handful serve any
+    /// load; a pool that checks a connection out per request would add a round trip (PING) to every read.
+    pub fn connect(redis_url: &str, prefix: &str, connections: usize) -> anyhow::Result<Self> {
+        let connections = (0..connections.max(1))
+            .map(|_| crate::jobs::redis_connection(redis_url))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
-            pool,
+            connections: connections.into(),
+            next: Arc::default(),
             keys: Keys::new(prefix),
             set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
             lookups: Arc::default(),
         })
     }
 
-    pub async fn conn(&self) -> Result<deadpool_redis::Connection> {
-        Ok(self.pool.get().await?)
+    /// A connection handle (cheap: connections are shared and multiplexed), taken round-robin.
+    pub async fn conn(&self) -> Result<ConnectionManager> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.connections.len();
+        Ok(self.connections[i].clone())
     }
 
     /// Reads a versioned value; a missing, corrupt or old-format entry is `None` (a miss).
@@ -203,15 +197,20 @@ impl Cache {
     }
 
     /// Keys under this deployment's prefix (SCAN, never KEYS, so Redis is not blocked).
-    pub async fn count_keys(&self) -> Result<u64> {
+    /// Counts at most `limit` keys, so a huge cache cannot make the stats endpoint slow; returns the count
+    /// and whether it stopped at the limit.
+    pub async fn count_keys(&self, limit: u64) -> Result<(u64, bool)> {
         let mut conn = self.conn().await?;
         let mut iter: redis::AsyncIter<String> = conn.scan_match(self.keys.all()).await?;
         let mut n = 0;
         while let Some(item) = futures::StreamExt::next(&mut iter).await {
             item?;
             n += 1;
+            if n >= limit {
+                return Ok((n, true));
+            }
         }
-        Ok(n)
+        Ok((n, false))
     }
 
     /// `INFO` fields for the cache stats endpoint.

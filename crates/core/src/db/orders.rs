@@ -70,6 +70,12 @@ pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product
         }
     }
     let total = round_cents(wanted.values().map(|(q, price)| price * Decimal::from(*q)).sum());
+    if total > crate::money::MAX_AMOUNT {
+        return Err(Error::Validation(format!(
+            "the order total {total} exceeds the largest amount, {}",
+            crate::money::MAX_AMOUNT
+        )));
+    }
     if let Some(shown) = new.expected_total {
         if shown != total {
             return Err(Error::TotalChanged { shown, current: total });

@@ -110,11 +110,11 @@ pub async fn finish(pool: &PgPool, id: Uuid, status: &str, error: Option<&str>) 
     Ok(())
 }
 
-/// Ends a task that never started as `skipped` (another run holds the lock). A running task is left alone:
-/// a duplicate delivery of it must not mark it skipped.
+/// Ends a task that never started as `skipped` (another run holds the lock). A running task, or one
+/// waiting to retry, is left alone: a duplicate delivery must not mark it skipped.
 pub async fn skip(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool> {
     let skipped = sqlx::query(
-        "UPDATE tasks SET status = 'skipped', error = $2, finished_at = now() WHERE id = $1 AND status = 'queued'",
+        "UPDATE tasks SET status = 'skipped', error = $2, finished_at = now() WHERE id = $1 AND status = 'queued' AND attempts = 0",
     )
     .bind(id)
     .bind(reason)

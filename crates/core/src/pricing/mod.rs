@@ -12,6 +12,18 @@ use crate::Settings;
 
 impl PricingConfig {
     pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
+        use rust_decimal::Decimal;
+        anyhow::ensure!(
+            (Decimal::ZERO..Decimal::ONE).contains(&s.member_discount),
+            "MEMBER_DISCOUNT must be at least 0 and below 1, got {}",
+            s.member_discount
+        );
+        anyhow::ensure!(
+            s.price_floor_ratio > Decimal::ZERO && s.price_floor_ratio <= s.price_ceiling_ratio,
+            "PRICE_FLOOR_RATIO must be above 0 and at most PRICE_CEILING_RATIO ({} > {})",
+            s.price_floor_ratio,
+            s.price_ceiling_ratio
+        );
         Ok(Self {
             demand_saturation_orders: s.demand_saturation_orders,
             demand_max_surcharge: rust_decimal::Decimal::new(25, 2),

@@ -249,12 +249,14 @@ impl PricingService {
             valid_until,
         };
         let json = serde_json::to_string(&stored).expect("quote serializes");
-        let _: () = self
-            .cache
-            .conn()
-            .await?
-            .set_ex(self.cache.keys.quote(&quote_id), json, self.settings.quote_ttl.as_secs().max(1))
-            .await?;
+        // Best effort: without Redis the price is still shown; an order naming this quote is then refused
+        // with the current price (409), never charged something it cannot check.
+        let key = self.cache.keys.quote(&quote_id);
+        let stored: redis::RedisResult<()> =
+            self.cache.conn().await?.set_ex(key, json, self.settings.quote_ttl.as_secs().max(1)).await;
+        if let Err(e) = stored {
+            tracing::warn!(product_id, error = %e, "could not store the quote");
+        }
         Ok(PriceDetail {
             product_id,
             sku: pricing.sku,
