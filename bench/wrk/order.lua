@@ -5,7 +5,7 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 request = function()
   local body = '{"product_id":' .. math.random(first, last) .. ',"quantity":1}'
-  return wrk.format(nil, nil, nil, body)
+  return wrk.format("POST", "/api/v1/orders", nil, body)
 end
 -- Count answers by status, so the summary can tell sold from refused (out of stock).
 local threads = {}

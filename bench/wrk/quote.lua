@@ -7,5 +7,5 @@ wrk.headers["Content-Type"] = "application/json"
 request = function()
   local body = string.format('{"product_id":%d,"user_location":"%s","is_prime_member":%s}',
     math.random(first, last), locations[math.random(1, 4)], math.random() < 0.5 and "true" or "false")
-  return wrk.format(nil, nil, nil, body)
+  return wrk.format("POST", "/api/v1/price", nil, body)
 end

@@ -146,3 +146,46 @@ async fn a_recalculation_that_keeps_failing_ends_failed_after_its_attempts() {
     assert_eq!((task.status.as_str(), task.attempts), ("failed", 3));
     assert!(task.error.unwrap().contains("injected"));
 }
+
+/// A worker died mid-run: its task is `running` with a stale heartbeat, half the catalogue done, and its
+/// lock still held until the lease runs out. Nothing can run meanwhile; once the lease expires the next
+/// delivery (the sweeper re-enqueues such tasks) re-takes the task and resumes after the last batch.
+#[tokio::test]
+async fn a_run_whose_worker_died_resumes_once_the_lock_expires() {
+    let app = spawn_app().await;
+    db::products::seed(&app.db, 1_000, 100).await.unwrap();
+    let mut settings = app.settings.clone();
+    settings.recalc_lock_ttl = Duration::from_millis(500);
+    settings.recalc_batch_size = 100;
+    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    // The dead worker's state: started, 600 of 1,000 done, silent since, its lock not yet expired.
+    sqlx::query(
+        "UPDATE tasks SET status = 'running', attempts = 1, processed = 600, total = 1000, cursor = 600,
+                started_at = now() - interval '1 minute', heartbeat_at = now() - interval '1 minute'
+         WHERE id = $1",
+    )
+    .bind(task.id)
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let key = app.cache.keys.recalculate_lock();
+    let _dead = lock::try_acquire(&app.cache, &key, settings.recalc_lock_ttl).await.unwrap().unwrap();
+
+    let worker = pricing_worker::Worker::build(settings).await.unwrap();
+    let recalculator = worker.recalculator().unwrap();
+    assert_eq!(recalculator.run(task.id).await.unwrap(), RecalcOutcome::Duplicate, "the lock is still held");
+    wait_until(Duration::from_secs(5), "the dead holder's lock to expire", || async {
+        let mut conn = app.cache.conn().await.unwrap();
+        let held: bool = redis::cmd("EXISTS").arg(&key).query_async(&mut conn).await.unwrap();
+        !held
+    })
+    .await;
+    let outcome = recalculator.run(task.id).await.unwrap();
+    assert_eq!(outcome, RecalcOutcome::Succeeded { processed: 1_000 });
+    let task = db::tasks::get(&app.db, task.id).await.unwrap();
+    assert_eq!((task.attempts, task.total), (2, 1_000), "re-taken once, resumed: 400 more, not 1,000");
+    // Products before the cursor were not recomputed by the resumed run.
+    let first: Option<ProductPricing> = app.cache.get_versioned(&app.cache.keys.price(1)).await.unwrap();
+    let last: Option<ProductPricing> = app.cache.get_versioned(&app.cache.keys.price(1_000)).await.unwrap();
+    assert!(first.is_none() && last.is_some());
+}

@@ -37,6 +37,21 @@ redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
 return 1
 "#;
 
+/// Deletes a key only if it still holds the value that was read.
+const DELETE_IF_EQUAL: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// What a versioned read found.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    Hit(T),
+    /// A tombstone: invalidated after the commit that made this version.
+    Invalidated(i64),
+    Missing,
+}
+
 /// Hits and misses of this process's cache reads (in memory: counting in Redis would double its load).
 #[derive(Debug, Default)]
 pub struct LookupCounts {
@@ -76,25 +91,32 @@ impl Cache {
         Ok(self.connections[i].clone())
     }
 
-    /// Reads a versioned value; a missing, corrupt or old-format entry is `None` (a miss).
+    /// Reads a versioned value; a missing, invalidated, corrupt or old-format entry is `None` (a miss).
     pub async fn get_versioned<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        Ok(match self.lookup(key).await? {
+            Lookup::Hit(value) => Some(value),
+            Lookup::Invalidated(_) | Lookup::Missing => None,
+        })
+    }
+
+    /// Reads a versioned value and tells a miss on an invalidated entry (with its version) from one on an
+    /// absent entry.
+    pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Lookup<T>> {
         let mut conn = self.conn().await?;
-        let Some(raw) = conn.get::<_, Option<String>>(key).await? else { return Ok(None) };
-        let decoded = match raw.split_once('|') {
-            // A tombstone: invalidated (or deleted) at that version.
-            Some((version, "null")) if version.parse::<i64>().is_ok() => return Ok(None),
-            Some((version, json)) if version.parse::<i64>().is_ok() => {
-                serde_json::from_str(json).map_err(|e| e.to_string())
-            }
+        let Some(raw) = conn.get::<_, Option<String>>(key).await? else { return Ok(Lookup::Missing) };
+        let decoded = match raw.split_once('|').map(|(v, json)| (v.parse::<i64>(), json)) {
+            Some((Ok(version), "null")) => return Ok(Lookup::Invalidated(version)),
+            Some((Ok(_), json)) => serde_json::from_str(json).map_err(|e| e.to_string()),
             _ => Err("not a versioned entry".to_string()),
         };
         match decoded {
-            Ok(value) => Ok(Some(value)),
+            Ok(value) => Ok(Lookup::Hit(value)),
             Err(error) => {
-                // Corrupt or an older format: drop it so the recomputed value can take its place.
+                // Corrupt or an older format: drop it (unless it changed meanwhile) so the recomputed value
+                // can take its place.
                 tracing::warn!(key, %error, "corrupt cache entry, treating as a miss");
-                let _: () = conn.del(key).await?;
-                Ok(None)
+                let _: i32 = Script::new(DELETE_IF_EQUAL).key(key).arg(&raw).invoke_async(&mut conn).await?;
+                Ok(Lookup::Missing)
             }
         }
     }

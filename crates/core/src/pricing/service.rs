@@ -28,7 +28,7 @@ use super::{
     model::{self, Adjustment, PricingConfig, PricingInputs, ProductPricing, Shopper},
 };
 use crate::{
-    cache::Cache,
+    cache::{Cache, Lookup},
     db::{market, products},
     domain::ProductRef,
     Error, Result, Settings,
@@ -96,7 +96,8 @@ pub struct PricingService {
     cache: Cache,
     pub config: PricingConfig,
     settings: Arc<Settings>,
-    inflight: Mutex<HashMap<i64, Computation>>,
+    /// Computations under way, by product and the invalidation version their callers saw.
+    inflight: Mutex<HashMap<(i64, i64), Computation>>,
     computations: AtomicU64,
 }
 
@@ -144,18 +145,26 @@ impl PricingService {
     /// The product's pricing state: from the cache, or computed (once, however many ask at the same time).
     pub async fn pricing(self: &Arc<Self>, product_id: i64) -> Result<(ProductPricing, PriceSource)> {
         let key = self.cache.keys.price(product_id);
-        match self.cache.get_versioned::<ProductPricing>(&key).await {
-            Ok(Some(pricing)) => {
+        // Concurrent misses share one computation, but only misses that saw the same invalidation: a
+        // request that arrives after a newer change must not join a computation that may predate it.
+        let seen = match self.cache.lookup::<ProductPricing>(&key).await {
+            Ok(Lookup::Hit(pricing)) => {
                 self.cache.count_lookup(true);
                 return Ok((pricing, PriceSource::Cache));
             }
-            Ok(None) => self.cache.count_lookup(false),
-            Err(e) => tracing::warn!(product_id, error = %e, "price cache unavailable; computing"),
-        }
+            Ok(Lookup::Invalidated(version)) => version,
+            Ok(Lookup::Missing) => 0,
+            Err(e) => {
+                tracing::warn!(product_id, error = %e, "price cache unavailable; computing");
+                0
+            }
+        };
+        self.cache.count_lookup(false);
+        let flight = (product_id, seen);
         let computation = {
             let mut inflight = self.inflight.lock().expect("inflight map");
             inflight
-                .entry(product_id)
+                .entry(flight)
                 .or_insert_with(|| {
                     let this = Arc::clone(self);
                     async move {
@@ -164,7 +173,7 @@ impl PricingService {
                             other => ComputeError::Unavailable(other.to_string()),
                         });
                         // Done: later misses (after the cache entry expires) compute afresh.
-                        this.inflight.lock().expect("inflight map").remove(&product_id);
+                        this.inflight.lock().expect("inflight map").remove(&flight);
                         result
                     }
                     .boxed()
