@@ -4,7 +4,7 @@ use std::{future::Future, sync::Arc};
 
 use axum::{extract::Request, ServiceExt};
 use pricing_core::{
-    cache::Cache,
+    cache::{Cache, ProductChange},
     db,
     jobs::{OrderQueue, TaskQueue},
     pricing::PricingService,
@@ -29,12 +29,11 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
-    /// After a commit that changed products (an update, a sale, a cancellation): refresh their cached rows
-    /// and invalidate their pricing state, so no read returns anything older than the commit.
-    pub async fn products_changed(&self, products: &[pricing_core::domain::Product]) {
-        for product in products {
-            self.cache.product_changed(product, self.settings.cache_ttl, self.settings.price_cache_ttl).await;
-        }
+    /// After a commit that changed products (an update, a sale, a cancellation): refresh their cached rows,
+    /// invalidate their pricing state (and count the demand of a sale), so no read returns anything older
+    /// than the commit.
+    pub async fn products_changed(&self, products: &[pricing_core::domain::Product], sold: bool) {
+        self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
     }
 }
 

@@ -126,8 +126,8 @@ pub struct NewOrder {
     pub lines: Vec<(ProductRef, i32)>,
     /// The total the customer saw, if the client sent one: the order is refused if the server's differs.
     pub expected_total: Option<Decimal>,
-    /// The price each product is sold at (a quote honoured, or the current dynamic price); a product not
-    /// listed sells at its catalogue price.
+    /// Quoted prices being honoured, by product id; other products sell at the price computed from their
+    /// locked row.
     pub unit_prices: Vec<(i64, Decimal)>,
 }
 

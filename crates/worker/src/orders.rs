@@ -6,7 +6,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use pricing_core::{cache::Cache, db, Settings};
+use pricing_core::{
+    cache::{Cache, ProductChange},
+    db, Settings,
+};
 use rand::Rng;
 use sqlx::PgPool;
 
@@ -91,10 +94,7 @@ impl OrderProcessor {
         match db::orders::fail(&self.db, order_id, attempts, &reason).await? {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
-                for product in &products {
-                    let s = &self.settings;
-                    self.cache.product_changed(product, s.cache_ttl, s.price_cache_ttl).await;
-                }
+                self.cache.products_changed(&products, &ProductChange::new(&self.settings, false)).await;
                 Ok(Outcome::Failed(reason))
             }
             None => Ok(Outcome::Superseded),

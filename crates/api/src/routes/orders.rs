@@ -13,7 +13,6 @@ use pricing_core::{
     db::orders,
     domain::{NewOrder, Order, OrderItem, OrderStatus, Page, ProductRef},
     jobs::ProcessOrder,
-    pricing::demand,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -174,13 +173,11 @@ async fn create(
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
     let request = body.validate()?;
-    let new = price_lines(&ctx, request).await?;
-    let (order, products) = orders::create(&ctx.db, &new).await?;
-    ctx.products_changed(&products).await;
-    let sold: Vec<i64> = products.iter().map(|p| p.id).collect();
-    if let Err(e) = demand::record_orders(&ctx.cache, &sold, ctx.settings.demand_window_minutes).await {
-        tracing::warn!(order_id = order.id, error = %e, "could not count demand");
-    }
+    let (new, shopper) = resolve_lines(&ctx, request).await?;
+    let product_ids: Vec<i64> = new.lines.iter().filter_map(|(r, _)| product_id(r)).collect();
+    let price_of = ctx.pricing.order_pricer(&product_ids, shopper).await;
+    let (order, products) = orders::create(&ctx.db, &new, price_of).await?;
+    ctx.products_changed(&products, true).await;
     if let Err(e) = ctx.order_queue.enqueue(ProcessOrder { order_id: order.id }, true).await {
         tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
     }
@@ -188,25 +185,31 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(OrderResponse::from(order))))
 }
 
-/// Resolves SKUs to ids and sets each product's unit price: the quote's, when a line names a valid quote
-/// for that product and customer, else the current dynamic price for this customer.
-async fn price_lines(ctx: &ApiContext, request: OrderRequest) -> ApiResult<NewOrder> {
+fn product_id(r: &ProductRef) -> Option<i64> {
+    match r {
+        ProductRef::Id(id) => Some(*id),
+        ProductRef::Sku(_) => None,
+    }
+}
+
+/// Resolves SKUs to ids and checks the quotes lines name: a valid quote for that product and customer
+/// fixes the line's unit price; other lines are priced from the locked row inside the transaction.
+async fn resolve_lines(
+    ctx: &ApiContext,
+    request: OrderRequest,
+) -> ApiResult<(NewOrder, pricing_core::pricing::Shopper)> {
     let OrderRequest { mut order, quotes, location, is_member } = request;
     let shopper = ctx.pricing.shopper(location.as_deref(), is_member);
     let mut unit_prices: Vec<(i64, Decimal)> = Vec::new();
     for ((product_ref, _), quote_id) in order.lines.iter_mut().zip(quotes) {
         let product_id = ctx.pricing.resolve(product_ref).await?;
         *product_ref = ProductRef::Id(product_id);
-        let price = match quote_id {
-            Some(quote_id) => {
-                honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?
-            }
-            None => ctx.pricing.current_price(product_id, &shopper).await?,
-        };
+        let Some(quote_id) = quote_id else { continue };
+        let price = honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?;
         match unit_prices.iter().find(|(id, _)| *id == product_id) {
             Some((_, p)) if *p != price => {
                 return Err(ApiError::Validation(format!(
-                    "product {product_id} appears twice at different prices; list it once"
+                    "product {product_id} appears twice with different quotes; list it once"
                 )))
             }
             Some(_) => {}
@@ -214,7 +217,7 @@ async fn price_lines(ctx: &ApiContext, request: OrderRequest) -> ApiResult<NewOr
         }
     }
     order.unit_prices = unit_prices;
-    Ok(order)
+    Ok((order, shopper))
 }
 
 /// The quoted price, if the quote is still valid and was made for this product and customer.
@@ -286,7 +289,7 @@ async fn list(
 
 async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
     let (order, products) = orders::cancel(&ctx.db, id).await?;
-    ctx.products_changed(&products).await;
+    ctx.products_changed(&products, false).await;
     tracing::info!(order_id = id, "order cancelled");
     Ok(axum::Json(order.into()))
 }

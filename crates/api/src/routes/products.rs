@@ -163,7 +163,7 @@ async fn update(
         stock: body.stock.map(check_stock).transpose()?,
     };
     let product = products::update(&ctx.db, id, &changes).await?;
-    ctx.products_changed(std::slice::from_ref(&product)).await;
+    ctx.products_changed(std::slice::from_ref(&product), false).await;
     tracing::info!(product_id = id, version = product.version, "product updated");
     Ok(axum::Json(product))
 }

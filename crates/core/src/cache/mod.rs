@@ -26,16 +26,45 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// at that version). The script refuses to write when the stored version is newer, so a slow reader that
 /// fetched an old row cannot overwrite the copy or tombstone a writer stored after a later commit. An equal
 /// version may be rewritten: the value was computed from the same row (a recalculation refreshing it).
-const SET_IF_NEWER: &str = r#"
-local current = redis.call('GET', KEYS[1])
-if current then
-    local sep = string.find(current, '|', 1, true)
-    local v = sep and tonumber(string.sub(current, 1, sep - 1))
-    if v and v > tonumber(ARGV[1]) then return 0 end
+macro_rules! set_if_newer_lua {
+    () => {
+        r#"
+local function set_if_newer(key, version, value, ttl)
+    local current = redis.call('GET', key)
+    if current then
+        local sep = string.find(current, '|', 1, true)
+        local v = sep and tonumber(string.sub(current, 1, sep - 1))
+        if v and v > tonumber(version) then return 0 end
+    end
+    redis.call('SET', key, version .. '|' .. value, 'PX', ttl)
+    return 1
 end
-redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'PX', ARGV[3])
+"#
+    };
+}
+
+const SET_IF_NEWER: &str =
+    concat!(set_if_newer_lua!(), "return set_if_newer(KEYS[1], ARGV[1], ARGV[2], ARGV[3])");
+
+/// After committed changes to products, in one round trip: each product's new row stored for `/cached`,
+/// its pricing state replaced by a tombstone of the new version, and, for a sale, one order counted per
+/// product in the current demand bucket (the last key).
+/// KEYS: product key, price key (per product), demand bucket. ARGV: sold (0/1), product ttl ms, price ttl
+/// ms, demand bucket ttl s, then per product: version, row json, id.
+const PRODUCTS_CHANGED: &str = concat!(
+    set_if_newer_lua!(),
+    r#"
+local sold = ARGV[1] == '1'
+for i = 1, (#KEYS - 1) / 2 do
+    local version, json, id = ARGV[4 + 3 * i - 2], ARGV[4 + 3 * i - 1], ARGV[4 + 3 * i]
+    set_if_newer(KEYS[2 * i - 1], version, json, ARGV[2])
+    set_if_newer(KEYS[2 * i], version, 'null', ARGV[3])
+    if sold then redis.call('HINCRBY', KEYS[#KEYS], id, 1) end
+end
+if sold then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
 return 1
-"#;
+"#
+);
 
 /// Deletes a key only if it still holds the value that was read.
 const DELETE_IF_EQUAL: &str = r#"
@@ -59,12 +88,34 @@ pub struct LookupCounts {
     pub misses: AtomicU64,
 }
 
+/// What `products_changed` needs to know besides the products.
+#[derive(Debug, Clone, Copy)]
+pub struct ProductChange {
+    /// A sale: count one order per product for the demand multiplier.
+    pub sold: bool,
+    pub product_ttl: Duration,
+    pub price_ttl: Duration,
+    pub demand_window_minutes: u32,
+}
+
+impl ProductChange {
+    pub fn new(settings: &crate::Settings, sold: bool) -> Self {
+        Self {
+            sold,
+            product_ttl: settings.cache_ttl,
+            price_ttl: settings.price_cache_ttl,
+            demand_window_minutes: settings.demand_window_minutes,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Cache {
     connections: Arc<[ConnectionManager]>,
     next: Arc<AtomicU64>,
     pub keys: Keys,
     set_if_newer: Arc<Script>,
+    products_changed: Arc<Script>,
     pub lookups: Arc<LookupCounts>,
 }
 
@@ -81,6 +132,7 @@ impl Cache {
             next: Arc::default(),
             keys: Keys::new(prefix),
             set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
+            products_changed: Arc::new(Script::new(PRODUCTS_CHANGED)),
             lookups: Arc::default(),
         })
     }
@@ -167,20 +219,35 @@ impl Cache {
         Ok(written.iter().filter(|w| **w == 1).count() as u64)
     }
 
-    /// After a committed change to a product (an update, a sale, stock given back): stores its new row for
-    /// `/cached` and invalidates its pricing state as of the new version. Best effort: a Redis failure is
-    /// logged, and the versioned entries still refuse anything older than what PostgreSQL committed.
-    pub async fn product_changed(
-        &self,
-        product: &crate::domain::Product,
-        product_ttl: Duration,
-        price_ttl: Duration,
-    ) {
-        let written =
-            self.set_versioned(&self.keys.product(product.id), product.version, product, product_ttl).await;
-        let invalidated = self.invalidate(&self.keys.price(product.id), product.version, price_ttl).await;
-        if let Err(e) = written.and(invalidated) {
-            tracing::warn!(product_id = product.id, error = %e, "could not refresh the cached product");
+    /// After a commit that changed products (an update, a sale, stock given back): stores their new rows
+    /// for `/cached`, invalidates their pricing states as of the new versions and, for a sale, counts the
+    /// demand; one script, one round trip. Best effort: a Redis failure is logged, and the versioned entries
+    /// still refuse anything older than what PostgreSQL committed.
+    pub async fn products_changed(&self, products: &[crate::domain::Product], change: &ProductChange) {
+        if products.is_empty() {
+            return;
+        }
+        let mut invocation = self.products_changed.prepare_invoke();
+        for product in products {
+            invocation.key(self.keys.product(product.id)).key(self.keys.price(product.id));
+        }
+        invocation
+            .key(self.keys.demand_bucket(crate::pricing::demand::current_minute()))
+            .arg(u8::from(change.sold))
+            .arg(change.product_ttl.as_millis() as u64)
+            .arg(change.price_ttl.as_millis() as u64)
+            .arg((u64::from(change.demand_window_minutes) + 2) * 60);
+        for product in products {
+            let json = serde_json::to_string(product).expect("products serialize");
+            invocation.arg(product.version).arg(json).arg(product.id);
+        }
+        let result: Result<i32> = match self.conn().await {
+            Ok(mut conn) => invocation.invoke_async(&mut conn).await.map_err(Into::into),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            let ids: Vec<i64> = products.iter().map(|p| p.id).collect();
+            tracing::warn!(?ids, error = %e, "could not refresh the cached products");
         }
     }
 

@@ -3,6 +3,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 
@@ -12,59 +13,82 @@ use crate::{
     Error, Result,
 };
 
+/// A product row locked for a purchase, with the market multiplier that applies to it.
+#[derive(sqlx::FromRow)]
+struct LockedProduct {
+    #[sqlx(flatten)]
+    product: Product,
+    market_multiplier: Option<Decimal>,
+}
+
+/// A product row after the sale, with the new order's id and time (one row per product sold).
+#[derive(sqlx::FromRow)]
+struct SoldProduct {
+    #[sqlx(flatten)]
+    product: Product,
+    order_id: i64,
+    order_created_at: DateTime<Utc>,
+}
+
 /// Places an order in one transaction: locks every product involved in ascending id order (so two orders
-/// over the same products never deadlock), checks stock, decrements it and records the order. Returns the
-/// order and the products as they are after the sale (for the cache).
-#[tracing::instrument(skip(pool, new), fields(lines = new.lines.len()))]
-pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product>)> {
-    let ids: Vec<i64> = new
-        .lines
-        .iter()
-        .filter_map(|(r, _)| match r {
-            ProductRef::Id(id) => Some(*id),
-            ProductRef::Sku(_) => None,
-        })
-        .collect();
-    let skus: Vec<String> = new
-        .lines
-        .iter()
-        .filter_map(|(r, _)| match r {
-            ProductRef::Sku(s) => Some(s.clone()),
-            ProductRef::Id(_) => None,
-        })
-        .collect();
+/// over the same products never deadlock), prices each line from the locked row (`price_of`, given the
+/// product and its market multiplier; a quoted price in `new.unit_prices` wins), checks stock, then
+/// decrements it and records the order and its items in one statement. Returns the order and the products
+/// as they are after the sale (for the cache).
+#[tracing::instrument(skip(pool, new, price_of), fields(lines = new.lines.len()))]
+pub async fn create(
+    pool: &PgPool,
+    new: &NewOrder,
+    price_of: impl Fn(&Product, Option<Decimal>) -> Decimal,
+) -> Result<(Order, Vec<Product>)> {
+    let (ids, skus): (Vec<i64>, Vec<String>) =
+        new.lines.iter().fold((vec![], vec![]), |(mut i, mut s), (r, _)| {
+            match r {
+                ProductRef::Id(id) => i.push(*id),
+                ProductRef::Sku(sku) => s.push(sku.clone()),
+            }
+            (i, s)
+        });
 
     let mut tx = pool.begin().await?;
-    let locked = sqlx::query_as::<_, Product>(concat!(
+    let locked = sqlx::query_as::<_, LockedProduct>(concat!(
         "SELECT ",
         locked_product_columns!(),
-        " FROM products WHERE id = ANY($1) OR sku = ANY($2) ORDER BY id FOR UPDATE"
+        ", m.multiplier AS market_multiplier
+         FROM products
+         LEFT JOIN LATERAL (
+             SELECT multiplier FROM market_multipliers
+             WHERE scope IN ('product:' || products.id, 'category:' || products.category)
+             ORDER BY scope LIKE 'product:%' DESC LIMIT 1) m ON true
+         WHERE products.id = ANY($1) OR products.sku = ANY($2)
+         ORDER BY products.id FOR UPDATE OF products"
     ))
     .bind(&ids)
     .bind(&skus)
     .fetch_all(&mut *tx)
     .await?;
 
-    // Quantity wanted per product id, lines naming the same product merged.
+    // Quantity and unit price per product id, lines naming the same product merged.
     let mut wanted: BTreeMap<i64, (i32, Decimal)> = BTreeMap::new();
     for (product_ref, quantity) in &new.lines {
-        let product = locked
+        let LockedProduct { product, market_multiplier } = locked
             .iter()
-            .find(|p| match product_ref {
-                ProductRef::Id(id) => p.id == *id,
-                ProductRef::Sku(sku) => &p.sku == sku,
+            .find(|l| match product_ref {
+                ProductRef::Id(id) => l.product.id == *id,
+                ProductRef::Sku(sku) => &l.product.sku == sku,
             })
             .ok_or_else(|| Error::NotFound(format!("Product {product_ref} not found")))?;
-        let unit_price =
-            new.unit_prices.iter().find(|(id, _)| *id == product.id).map_or(product.price, |(_, p)| *p);
-        let entry = wanted.entry(product.id).or_insert((0, unit_price));
+        let entry = wanted.entry(product.id).or_insert_with(|| {
+            let quoted = new.unit_prices.iter().find(|(id, _)| *id == product.id).map(|(_, p)| *p);
+            (0, quoted.unwrap_or_else(|| price_of(product, *market_multiplier)))
+        });
         entry.0 = entry
             .0
             .checked_add(*quantity)
             .ok_or_else(|| Error::Validation(format!("quantity for product {} is too large", product.id)))?;
     }
     for (&product_id, &(quantity, _)) in &wanted {
-        let available = locked.iter().find(|p| p.id == product_id).map_or(0, |p| p.stock);
+        let available = locked.iter().find(|l| l.product.id == product_id).map_or(0, |l| l.product.stock);
         if available < quantity {
             return Err(Error::InsufficientStock { product_id, available, requested: quantity });
         }
@@ -85,43 +109,56 @@ pub async fn create(pool: &PgPool, new: &NewOrder) -> Result<(Order, Vec<Product
     let product_ids: Vec<i64> = wanted.keys().copied().collect();
     let quantities: Vec<i32> = wanted.values().map(|(q, _)| *q).collect();
     let prices: Vec<Decimal> = wanted.values().map(|(_, p)| *p).collect();
-    let products = sqlx::query_as::<_, Product>(concat!(
-        "UPDATE products SET stock = stock - v.quantity
-         FROM unnest($1::bigint[], $2::int[]) AS v(id, quantity)
-         WHERE products.id = v.id RETURNING ",
-        locked_product_columns!()
+    // One round trip while the rows are locked: the stock, the order and its items.
+    let sold = sqlx::query_as::<_, SoldProduct>(concat!(
+        "WITH sold AS (
+             UPDATE products SET stock = stock - v.quantity
+             FROM unnest($1::bigint[], $2::int[]) AS v(id, quantity)
+             WHERE products.id = v.id
+             RETURNING ",
+        locked_product_columns!(),
+        "),
+         placed AS (
+             INSERT INTO orders (user_id, total_price) VALUES ($3, $4) RETURNING id, created_at),
+         items AS (
+             INSERT INTO order_items (order_id, product_id, quantity, unit_price)
+             SELECT placed.id, v.id, v.quantity, v.unit_price
+             FROM placed, unnest($1::bigint[], $2::int[], $5::numeric[]) AS v(id, quantity, unit_price))
+         SELECT sold.*, placed.id AS order_id, placed.created_at AS order_created_at FROM sold, placed"
     ))
     .bind(&product_ids)
     .bind(&quantities)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut order = sqlx::query_as::<_, Order>(concat!(
-        "INSERT INTO orders (user_id, total_price) VALUES ($1, $2) RETURNING ",
-        order_columns!()
-    ))
     .bind(&new.user_id)
     .bind(total)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO order_items (order_id, product_id, quantity, unit_price)
-         SELECT $1, * FROM unnest($2::bigint[], $3::int[], $4::numeric[])",
-    )
-    .bind(order.id)
-    .bind(&product_ids)
-    .bind(&quantities)
     .bind(&prices)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
 
-    order.items = product_ids
+    let (order_id, created_at) = sold
+        .first()
+        .map(|s| (s.order_id, s.order_created_at))
+        .ok_or_else(|| Error::Unavailable("the order statement returned no rows".into()))?;
+    let items = product_ids
         .iter()
         .zip(&quantities)
         .zip(&prices)
         .map(|((&product_id, &quantity), &unit_price)| OrderItem { product_id, quantity, unit_price })
         .collect();
-    Ok((order, products))
+    let order = Order {
+        id: order_id,
+        user_id: new.user_id.clone(),
+        status: OrderStatus::Pending,
+        total_price: total,
+        attempts: 0,
+        failure_reason: None,
+        created_at,
+        updated_at: created_at,
+        processing_started_at: None,
+        completed_at: None,
+        items,
+    };
+    Ok((order, sold.into_iter().map(|s| s.product).collect()))
 }
 
 #[tracing::instrument(skip(pool))]

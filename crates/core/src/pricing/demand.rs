@@ -1,25 +1,15 @@
 //! Order velocity: how many orders each product had in the last `DEMAND_WINDOW_MINUTES`, kept cheaply in
-//! Redis as one hash per minute (product id -> orders) that expires after the window. Recording is one
-//! pipelined HINCRBY per product per order; reading sums the window's buckets.
+//! Redis as one hash per minute (product id -> orders) that expires after the window. A sale is counted by
+//! `Cache::products_changed` (HINCRBY in the same script that refreshes the cache); reading sums the
+//! window's buckets.
 
 use chrono::Utc;
 
 use crate::{cache::Cache, Result};
 
-fn current_minute() -> i64 {
+/// The demand bucket new orders go to.
+pub fn current_minute() -> i64 {
     Utc::now().timestamp() / 60
-}
-
-/// Counts one order for each product.
-pub async fn record_orders(cache: &Cache, product_ids: &[i64], window_minutes: u32) -> Result<()> {
-    let key = cache.keys.demand_bucket(current_minute());
-    let mut pipe = redis::pipe();
-    for id in product_ids {
-        pipe.cmd("HINCRBY").arg(&key).arg(*id).arg(1).ignore();
-    }
-    pipe.cmd("EXPIRE").arg(&key).arg((i64::from(window_minutes) + 2) * 60).ignore();
-    let _: () = pipe.query_async(&mut cache.conn().await?).await?;
-    Ok(())
 }
 
 /// Orders in the window for each product, in the order given.

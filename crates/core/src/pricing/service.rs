@@ -288,6 +288,36 @@ impl PricingService {
         Ok(model::quote(&pricing, shopper, &self.config).final_price)
     }
 
+    /// The price function an order uses inside its transaction: the model applied to the locked product row
+    /// (base price, stock), its market multiplier and the demand counted before the transaction, for this
+    /// shopper. Demand is advisory: without Redis it counts as none.
+    pub async fn order_pricer(
+        &self,
+        product_ids: &[i64],
+        shopper: Shopper,
+    ) -> impl Fn(&crate::domain::Product, Option<Decimal>) -> Decimal + use<'_> {
+        let window = self.settings.demand_window_minutes;
+        let demand = demand::recent_orders(&self.cache, product_ids, window)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "demand counters unavailable"))
+            .unwrap_or_else(|_| vec![0; product_ids.len()]);
+        let demand: HashMap<i64, u64> = product_ids.iter().copied().zip(demand).collect();
+        let now = Utc::now();
+        move |product, market_multiplier| {
+            let inputs = PricingInputs {
+                product_id: product.id,
+                sku: product.sku.clone(),
+                version: product.version,
+                base_price: product.price,
+                stock: product.stock,
+                recent_orders: demand.get(&product.id).copied().unwrap_or(0),
+                market_multiplier,
+            };
+            let pricing = model::product_pricing(&inputs, &self.config, now);
+            model::quote(&pricing, &shopper, &self.config).final_price
+        }
+    }
+
     /// A stored quote, or `None` once it has expired (or never existed).
     pub async fn stored_quote(&self, quote_id: &str) -> Result<Option<StoredQuote>> {
         let raw: Option<String> = self.cache.conn().await?.get(self.cache.keys.quote(quote_id)).await?;
