@@ -170,11 +170,8 @@ impl TestApp {
     /// Deletes every Redis key of this test: what a Redis restart without persistence does to it.
     pub async fn wipe_redis(&self) {
         let mut conn = self.cache.conn().await.unwrap();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", self.settings.redis_key_prefix))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let keys: Vec<String> =
+            redis::cmd("KEYS").arg(self.cache.keys.all()).query_async(&mut conn).await.unwrap();
         for chunk in keys.chunks(1000) {
             let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.unwrap();
         }

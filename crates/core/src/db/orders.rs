@@ -192,17 +192,34 @@ pub async fn list(
     page: i64,
     page_size: i64,
 ) -> Result<Page<Order>> {
-    let mut orders = sqlx::query_as::<_, Order>(concat!(
-        "SELECT ",
-        order_columns!(),
-        " FROM orders WHERE ($1::text IS NULL OR status = $1)
-         ORDER BY id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(status.map(OrderStatus::as_str))
-    .bind(page_size)
-    .bind((page - 1) * page_size)
-    .fetch_all(pool)
-    .await?;
+    // Two statements rather than `($1 IS NULL OR status = $1)`, whose generic plan could not use the
+    // (status, id) index.
+    let offset = (page - 1) * page_size;
+    let mut orders = match status {
+        Some(status) => {
+            sqlx::query_as::<_, Order>(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE status = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(status.as_str())
+            .bind(page_size)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            sqlx::query_as::<_, Order>(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders ORDER BY id DESC LIMIT $1 OFFSET $2"
+            ))
+            .bind(page_size)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?
+        }
+    };
     let ids: Vec<i64> = orders.iter().map(|o| o.id).collect();
     #[derive(sqlx::FromRow)]
     struct Row {
