@@ -106,7 +106,8 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   t0=$(date +%s.%N)
   ./target/release/pricing-api seed --products 1000000 --stock 1000 2>/dev/null
   echo "   seeded in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s"
-  run_wrk "POST /price, misses (1M products)" quote.lua FIRST=10001 LAST=1000000
+  # The seed above consumed ids 10001..20000 on its 10,000 existing SKUs: the new products are 20001..1010000.
+  run_wrk "POST /price, misses (1M products)" quote.lua FIRST=20001 LAST=1010000
   # The recalculation runs in the worker while wrk asks for cached quotes from the hot set.
   task=$(curl -fsS -X POST -H "Authorization: Bearer $ADMIN_TOKEN" "$URL/api/v1/recalculate" | sed 's/.*"task_id":"\([^"]*\)".*/\1/')
   t0=$(date +%s.%N)

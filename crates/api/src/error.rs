@@ -16,8 +16,6 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    BadRequest(String),
     #[error("Missing bearer token: send Authorization: Bearer <ADMIN_TOKEN>")]
     Unauthorized,
     #[error("The bearer token is not valid")]
@@ -34,7 +32,6 @@ impl ApiError {
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": detail })),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "detail": detail })),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "detail": detail })),
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, json!({ "detail": detail })),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "detail": detail })),
             ApiError::Forbidden => (StatusCode::FORBIDDEN, json!({ "detail": detail })),
             ApiError::Core(core) => match core {

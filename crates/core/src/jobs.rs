@@ -110,10 +110,6 @@ impl<J: Job> JobQueue<J> {
         Self { storage, config, conn }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// The consumer's storage: the same queue, fetching up to `batch` jobs at a time.
     pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<J> {
         RedisStorage::new(self.conn.clone()).with_config(self.config.clone().batch_size(batch.max(1)))

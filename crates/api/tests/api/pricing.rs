@@ -212,3 +212,46 @@ async fn expired_or_foreign_quotes_are_refused_with_the_current_price() {
     assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
     assert_eq!(app.stock_of(id).await, 500, "a refused order changes nothing");
 }
+
+#[tokio::test]
+async fn the_latest_market_signal_applies_product_over_category() {
+    let app = spawn_app().await;
+    let book = app.create_product("Novel", 20.0, 500).await;
+    let id = book["id"].as_i64().unwrap();
+    let category = book["category"].as_str().unwrap().to_string();
+    let (_, plain) = quote(&app, json!({ "product_id": id })).await;
+    assert_eq!(price(&plain), 20.0, "no signal: market 1.0");
+
+    pricing_core::db::market::set_multiplier(
+        &app.db,
+        &format!("category:{category}"),
+        rust_decimal::Decimal::new(15, 1),
+        "test",
+    )
+    .await
+    .unwrap();
+    let other = app.create_product("Atlas", 10.0, 500).await;
+    let (_, by_category) = quote(&app, json!({ "product_id": other["id"] })).await;
+    assert_eq!(price(&by_category), 15.0, "the category's signal");
+
+    pricing_core::db::market::set_multiplier(
+        &app.db,
+        &format!("product:{}", other["id"]),
+        rust_decimal::Decimal::new(12, 1),
+        "test",
+    )
+    .await
+    .unwrap();
+    // A product update invalidates the cached state; the product's own signal wins over its category's.
+    app.admin(
+        reqwest::Method::PUT,
+        &format!("/api/v1/products/{}", other["id"]),
+        Some(&json!({ "stock": 400 })),
+    )
+    .await;
+    let (_, by_product) = quote(&app, json!({ "product_id": other["id"] })).await;
+    assert_eq!(price(&by_product), 12.0);
+    let market =
+        by_product["breakdown"].as_array().unwrap().iter().find(|a| a["name"] == "market").unwrap().clone();
+    assert_eq!(market["multiplier"], 1.2);
+}

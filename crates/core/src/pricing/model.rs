@@ -9,7 +9,7 @@
 //! rounded to cents half away from zero, once, at the end.
 
 use chrono::{DateTime, Utc};
-use rust_decimal::{prelude::FromPrimitive, Decimal};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::money::round_cents;
@@ -198,10 +198,6 @@ pub fn parse_location_multipliers(spec: &str) -> Result<Vec<(String, Decimal)>, 
             Ok((code.trim().to_uppercase(), m))
         })
         .collect()
-}
-
-pub fn decimal_from_f64(v: f64) -> Decimal {
-    Decimal::from_f64(v).unwrap_or(Decimal::ZERO).round_dp(6)
 }
 
 #[cfg(test)]

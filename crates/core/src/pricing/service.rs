@@ -10,7 +10,6 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
     },
-    time::Duration,
 };
 
 use chrono::{DateTime, Utc};
@@ -324,10 +323,5 @@ impl PricingService {
         Ok(raw
             .and_then(|r| serde_json::from_str::<StoredQuote>(&r).ok())
             .filter(|q| q.valid_until > Utc::now()))
-    }
-
-    /// How long the pricing state of one product may be cached.
-    pub fn price_ttl(&self) -> Duration {
-        self.settings.price_cache_ttl
     }
 }
