@@ -5,10 +5,9 @@ use std::{future::Future, sync::Arc};
 use axum::{extract::Request, ServiceExt};
 use pricing_core::{
     cache::{Cache, ProductChange},
-    db,
     jobs::{OrderQueue, TaskQueue},
     pricing::PricingService,
-    Settings,
+    Backends, Settings,
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -46,12 +45,8 @@ impl Application {
     /// Connects to PostgreSQL (creating the database if needed, then migrating) and Redis, and binds the
     /// listening socket (`API_ADDR`; port 0 picks a free one, as the tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = db::connect(&settings).await?;
-        db::migrate(&db).await?;
-        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 4)?;
-        let queue_conn = pricing_core::jobs::redis_connection(&settings.redis_url)?;
-        let order_queue = OrderQueue::new(queue_conn.clone(), &cache.keys);
-        let task_queue = TaskQueue::new(queue_conn, &cache.keys);
+        let Backends { db, cache, orders: order_queue, tasks: task_queue } =
+            Backends::connect(&settings, 4).await?;
         let admin_token: Arc<str> = match &settings.admin_token {
             Some(token) => token.as_str().into(),
             None => {

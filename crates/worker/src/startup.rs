@@ -7,9 +7,8 @@ use std::{future::Future, sync::Arc, time::Duration};
 use apalis::prelude::*;
 use pricing_core::{
     cache::Cache,
-    db,
     jobs::{OrderQueue, ProcessOrder, RecalculateAllPrices, TaskQueue},
-    Settings,
+    Backends, Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -32,12 +31,7 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let db = db::connect(&settings).await?;
-        db::migrate(&db).await?;
-        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, 2)?;
-        let queue_conn = pricing_core::jobs::redis_connection(&settings.redis_url)?;
-        let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
-        let tasks = TaskQueue::new(queue_conn, &cache.keys);
+        let Backends { db, cache, orders, tasks } = Backends::connect(&settings, 2).await?;
         Ok(Self { settings: Arc::new(settings), db, cache, orders, tasks })
     }
 

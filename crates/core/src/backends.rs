@@ -1,0 +1,34 @@
+//! The connections every process opens, in one place: PostgreSQL (created and migrated if needed), the
+//! Redis cache, and the job queues.
+
+use sqlx::PgPool;
+
+use crate::{
+    cache::Cache,
+    db,
+    jobs::{self, OrderQueue, TaskQueue},
+    Settings,
+};
+
+#[derive(Clone)]
+pub struct Backends {
+    pub db: PgPool,
+    pub cache: Cache,
+    pub orders: OrderQueue,
+    pub tasks: TaskQueue,
+}
+
+impl Backends {
+    /// Connects to PostgreSQL (creating the database if needed, then migrating) and, lazily, to Redis:
+    /// a process starts while Redis is down and reports it in its readiness check. `cache_connections`
+    /// multiplexed connections serve the cache.
+    pub async fn connect(settings: &Settings, cache_connections: usize) -> anyhow::Result<Self> {
+        let db = db::connect(settings).await?;
+        db::migrate(&db).await?;
+        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, cache_connections)?;
+        let queue_conn = jobs::redis_connection(&settings.redis_url)?;
+        let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
+        let tasks = TaskQueue::new(queue_conn, &cache.keys);
+        Ok(Self { db, cache, orders, tasks })
+    }
+}
