@@ -8,3 +8,4 @@ mod pricing;
 mod processing;
 mod products;
 mod recalculation;
+mod robustness;

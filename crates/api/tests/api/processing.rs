@@ -222,3 +222,24 @@ async fn a_cancelled_order_is_not_processed() {
     assert_eq!(attempts_of(&app, id).await, 0);
     assert_eq!(app.stock_of(product_id).await, 5);
 }
+
+/// Redis loses everything while the worker runs (its registration too, so apalis' next fetch fails and the
+/// apalis worker stops): the supervisor starts a fresh one, and orders placed before and after complete.
+#[tokio::test]
+async fn the_worker_recovers_when_redis_loses_its_data_while_running() {
+    let mut app = spawn_app().await;
+    app.start_worker().await;
+    let (before, _) = place_order(&app, 10, 1).await;
+    wait_until(Duration::from_secs(10), "the first order completed", || async {
+        app.order_status(before).await == "completed"
+    })
+    .await;
+    let (lost, _) = place_order(&app, 10, 1).await;
+    app.wipe_redis().await;
+    let (after, _) = place_order(&app, 10, 1).await;
+    wait_until(Duration::from_secs(30), "orders placed around the wipe completed", || async {
+        app.order_status(lost).await == "completed" && app.order_status(after).await == "completed"
+    })
+    .await;
+    assert_eq!(attempts_of(&app, after).await, 1);
+}
