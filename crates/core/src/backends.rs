@@ -4,9 +4,9 @@
 use sqlx::PgPool;
 
 use crate::{
-    cache::Cache,
+    cache::{self, Cache},
     db,
-    jobs::{self, OrderQueue, TaskQueue},
+    jobs::{OrderQueue, TaskQueue},
     Settings,
 };
 
@@ -26,7 +26,7 @@ impl Backends {
         let db = db::connect(settings).await?;
         db::migrate(&db).await?;
         let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, cache_connections)?;
-        let queue_conn = jobs::redis_connection(&settings.redis_url)?;
+        let queue_conn = cache::redis_connection(&settings.redis_url)?;
         let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
         let tasks = TaskQueue::new(queue_conn, &cache.keys);
         Ok(Self { db, cache, orders, tasks })

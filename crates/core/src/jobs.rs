@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -73,18 +73,6 @@ pub fn queue_config(keys: &Keys, queue: &str, batch_size: usize) -> Config {
         .heartbeat_interval(HEARTBEAT_INTERVAL)
         .missed_heartbeats(MISSED_HEARTBEATS)
         .idempotency_ttl(Some(IDEMPOTENCY_TTL))
-}
-
-/// A multiplexed, self-reconnecting Redis connection with a response timeout a busy machine does not trip
-/// (apalis needs a `Clone` connection too).
-pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
-    let client = redis::Client::open(redis_url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(crate::cache::RESPONSE_TIMEOUT))
-        .set_connection_timeout(Some(Duration::from_secs(3)))
-        .set_number_of_retries(2);
-    // Lazy: a process starts (and reports itself not ready) while Redis is down, and connects when it is back.
-    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
 /// One job type's queue: pushing, its depth, and the housekeeping apalis does not do. Cheap to clone.

@@ -1,4 +1,4 @@
-//! The Redis cache: a pooled connection, versioned writes that never let an older copy replace a newer one,
+//! The Redis cache: a few shared multiplexed connections, versioned writes that never let an older copy replace a newer one,
 //! and hit/miss counters. Redis only ever holds copies; everything here can be rebuilt from PostgreSQL.
 
 pub mod keys;
@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    AsyncCommands, Script,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub use keys::Keys;
@@ -65,6 +68,18 @@ if sold then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
 return 1
 "#
 );
+
+/// A multiplexed, self-reconnecting Redis connection with a response timeout a busy machine does not trip
+/// (apalis needs a `Clone` connection too).
+pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(redis_url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(Duration::from_secs(3)))
+        .set_number_of_retries(2);
+    // Lazy: a process starts (and reports itself not ready) while Redis is down, and connects when it is back.
+    Ok(ConnectionManager::new_lazy_with_config(client, config)?)
+}
 
 /// Deletes a key only if it still holds the value that was read.
 const DELETE_IF_EQUAL: &str = r#"
@@ -125,7 +140,7 @@ impl Cache {
     /// load; a pool that checks a connection out per request would add a round trip (PING) to every read.
     pub fn connect(redis_url: &str, prefix: &str, connections: usize) -> anyhow::Result<Self> {
         let connections = (0..connections.max(1))
-            .map(|_| crate::jobs::redis_connection(redis_url))
+            .map(|_| redis_connection(redis_url))
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             connections: connections.into(),
