@@ -162,7 +162,10 @@ async fn an_order_with_a_valid_quote_pays_the_quoted_price() {
     let app = spawn_app().await;
     let product = app.create_product("Quoted", 100.0, 500).await;
     let id = product["id"].as_i64().unwrap();
+    // A first quote fills the cache; the second is a hit, stored in the same round trip as the read.
+    quote(&app, json!({ "product_id": id })).await;
     let (_, q) = quote(&app, json!({ "product_id": id, "user_location": "NY", "user_id": "u1" })).await;
+    assert_eq!(q["source"], "cache");
     assert_eq!(price(&q), 110.0);
     // The base price rises after the quote; the customer still pays what they were shown.
     app.admin(reqwest::Method::PUT, &format!("/api/v1/products/{id}"), Some(&json!({ "price": 150.0 })))

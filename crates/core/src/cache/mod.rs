@@ -81,6 +81,18 @@ pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
+/// Reads a versioned entry and, when it holds a live value (not a tombstone), stores `ARGV[1]`, a newline and
+/// the entry under `KEYS[2]` for `ARGV[2]` seconds, in the same round trip. Returns the entry.
+const GET_AND_COPY: &str = r#"
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local sep = string.find(value, '|', 1, true)
+if sep and string.sub(value, sep + 1) ~= 'null' then
+    redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. value, 'EX', ARGV[2])
+end
+return value
+"#;
+
 /// Deletes a key only if it still holds the value that was read.
 const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -131,6 +143,7 @@ pub struct Cache {
     pub keys: Keys,
     set_if_newer: Arc<Script>,
     products_changed: Arc<Script>,
+    get_and_copy: Arc<Script>,
     pub lookups: Arc<LookupCounts>,
 }
 
@@ -148,6 +161,7 @@ impl Cache {
             keys: Keys::new(prefix),
             set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
             products_changed: Arc::new(Script::new(PRODUCTS_CHANGED)),
+            get_and_copy: Arc::new(Script::new(GET_AND_COPY)),
             lookups: Arc::default(),
         })
     }
@@ -164,6 +178,27 @@ impl Cache {
             Lookup::Hit(value) => Some(value),
             Lookup::Invalidated(_) | Lookup::Missing => None,
         })
+    }
+
+    /// Reads the versioned value at `key` and, if it is live, stores `header`, a newline and the raw entry
+    /// at `copy_key` for `ttl`, in one round trip. `None` when the value is absent, invalidated or corrupt
+    /// (then nothing usable was copied and the caller takes its slow path).
+    pub async fn get_and_copy<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        copy_key: &str,
+        header: &str,
+        ttl: Duration,
+    ) -> Result<Option<T>> {
+        let raw: Option<String> = self
+            .get_and_copy
+            .key(key)
+            .key(copy_key)
+            .arg(header)
+            .arg(ttl.as_secs().max(1))
+            .invoke_async(&mut self.conn().await?)
+            .await?;
+        Ok(raw.as_deref().and_then(decode_versioned))
     }
 
     /// Reads a versioned value and tells a miss on an invalidated entry (with its version) from one on an
@@ -333,4 +368,14 @@ impl Cache {
         let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await?;
         Ok(())
     }
+}
+
+/// Decodes `{version}|{json}`; `None` for a tombstone or anything that does not decode.
+pub fn decode_versioned<T: DeserializeOwned>(raw: &str) -> Option<T> {
+    let (version, json) = raw.split_once('|')?;
+    version.parse::<i64>().ok()?;
+    if json == "null" {
+        return None;
+    }
+    serde_json::from_str(json).ok()
 }

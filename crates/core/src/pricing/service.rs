@@ -60,7 +60,7 @@ pub struct PriceDetail {
     pub valid_until: DateTime<Utc>,
 }
 
-/// A quote as stored for orders: who it was for, which product, at what price, until when.
+/// A quote as an order sees it: who it was for, which product, at what price, until when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredQuote {
     pub quote_id: String,
@@ -70,6 +70,21 @@ pub struct StoredQuote {
     pub is_prime_member: bool,
     pub final_price: Decimal,
     pub valid_until: DateTime<Utc>,
+}
+
+/// What is stored for a quote: this header, a newline, and the versioned pricing state it was priced from
+/// (copied by Redis itself on a cache hit, so a quote costs one round trip). The price is recomputed from
+/// them; `model` fingerprints the pricing configuration and code, so a quote made under other rules is not
+/// honoured rather than honoured at a different price.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct QuoteHeader {
+    quote_id: String,
+    product_id: i64,
+    user_id: Option<String>,
+    user_location: String,
+    is_prime_member: bool,
+    valid_until: DateTime<Utc>,
+    model: u64,
 }
 
 /// Why a shared computation failed; clonable, so every waiter gets it.
@@ -97,13 +112,23 @@ pub struct PricingService {
     settings: Arc<Settings>,
     /// Computations under way, by product and the invalidation version their callers saw.
     inflight: Mutex<HashMap<(i64, i64), Computation>>,
+    /// Identifies the pricing rules (configuration and code version) quotes are made under.
+    model_fingerprint: u64,
     computations: AtomicU64,
 }
 
 impl PricingService {
     pub fn new(db: PgPool, cache: Cache, settings: Arc<Settings>) -> anyhow::Result<Arc<Self>> {
+        let config = PricingConfig::from_settings(&settings)?;
+        let model_fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            (format!("{config:?}"), env!("CARGO_PKG_VERSION")).hash(&mut hasher);
+            hasher.finish()
+        };
         Ok(Arc::new(Self {
-            config: PricingConfig::from_settings(&settings)?,
+            config,
+            model_fingerprint,
             db,
             cache,
             settings,
@@ -236,6 +261,7 @@ impl PricingService {
     }
 
     /// Quotes a price for one shopper and stores the quote so an order can honour it until `valid_until`.
+    /// On a cache hit, reading the pricing state and storing the quote are one round trip.
     pub async fn quote(
         self: &Arc<Self>,
         product: &ProductRef,
@@ -243,28 +269,52 @@ impl PricingService {
         user_id: Option<&str>,
     ) -> Result<PriceDetail> {
         let product_id = self.resolve(product).await?;
-        let (pricing, source) = self.pricing(product_id).await?;
-        let price = model::quote(&pricing, shopper, &self.config);
-        let quote_id = uuid::Uuid::new_v4().simple().to_string();
-        let valid_until = Utc::now() + self.settings.quote_ttl;
-        let stored = StoredQuote {
-            quote_id: quote_id.clone(),
+        let header = QuoteHeader {
+            quote_id: uuid::Uuid::new_v4().simple().to_string(),
             product_id,
             user_id: user_id.map(str::to_string),
             user_location: shopper.location.clone(),
             is_prime_member: shopper.is_member,
-            final_price: price.final_price,
-            valid_until,
+            valid_until: Utc::now() + self.settings.quote_ttl,
+            model: self.model_fingerprint,
         };
-        let json = serde_json::to_string(&stored).expect("quote serializes");
-        // Best effort: without Redis the price is still shown; an order naming this quote is then refused
-        // with the current price (409), never charged something it cannot check.
-        let key = self.cache.keys.quote(&quote_id);
-        let stored: redis::RedisResult<()> =
-            self.cache.conn().await?.set_ex(key, json, self.settings.quote_ttl.as_secs().max(1)).await;
-        if let Err(e) = stored {
-            tracing::warn!(product_id, error = %e, "could not store the quote");
-        }
+        let header_json = serde_json::to_string(&header).expect("quote header serializes");
+        let quote_key = self.cache.keys.quote(&header.quote_id);
+        let ttl = self.settings.quote_ttl;
+        let price_key = self.cache.keys.price(product_id);
+        let hit = match self
+            .cache
+            .get_and_copy::<ProductPricing>(&price_key, &quote_key, &header_json, ttl)
+            .await
+        {
+            Ok(hit) => hit,
+            Err(e) => {
+                tracing::warn!(product_id, error = %e, "price cache unavailable; computing");
+                None
+            }
+        };
+        let (pricing, source) = match hit {
+            Some(pricing) => {
+                self.cache.count_lookup(true);
+                (pricing, PriceSource::Cache)
+            }
+            None => {
+                let (pricing, source) = self.pricing(product_id).await?;
+                // Best effort: without Redis the price is still shown; an order naming this quote is then
+                // refused with the current price (409), never charged something it cannot check.
+                let state = serde_json::to_string(&pricing).expect("pricing serializes");
+                let stored = format!("{header_json}\n{}|{state}", pricing.version);
+                let result: redis::RedisResult<()> = match self.cache.conn().await {
+                    Ok(mut conn) => conn.set_ex(&quote_key, stored, ttl.as_secs().max(1)).await,
+                    Err(_) => Ok(()),
+                };
+                if let Err(e) = result {
+                    tracing::warn!(product_id, error = %e, "could not store the quote");
+                }
+                (pricing, source)
+            }
+        };
+        let price = model::quote(&pricing, shopper, &self.config);
         Ok(PriceDetail {
             product_id,
             sku: pricing.sku,
@@ -273,11 +323,11 @@ impl PricingService {
             discount_rate: price.discount_rate,
             currency: self.settings.currency.clone(),
             source,
-            user_location: shopper.location.clone(),
+            user_location: header.user_location,
             is_prime_member: shopper.is_member,
             breakdown: price.breakdown,
-            quote_id,
-            valid_until,
+            quote_id: header.quote_id,
+            valid_until: header.valid_until,
         })
     }
 
@@ -320,8 +370,25 @@ impl PricingService {
     /// A stored quote, or `None` once it has expired (or never existed).
     pub async fn stored_quote(&self, quote_id: &str) -> Result<Option<StoredQuote>> {
         let raw: Option<String> = self.cache.conn().await?.get(self.cache.keys.quote(quote_id)).await?;
-        Ok(raw
-            .and_then(|r| serde_json::from_str::<StoredQuote>(&r).ok())
-            .filter(|q| q.valid_until > Utc::now()))
+        let Some((header, state)) = raw.as_deref().and_then(|r| r.split_once('\n')) else { return Ok(None) };
+        let (Ok(header), Some(pricing)) = (
+            serde_json::from_str::<QuoteHeader>(header),
+            crate::cache::decode_versioned::<ProductPricing>(state),
+        ) else {
+            return Ok(None);
+        };
+        if header.valid_until <= Utc::now() || header.model != self.model_fingerprint {
+            return Ok(None);
+        }
+        let shopper = Shopper { location: header.user_location.clone(), is_member: header.is_prime_member };
+        Ok(Some(StoredQuote {
+            final_price: model::quote(&pricing, &shopper, &self.config).final_price,
+            quote_id: header.quote_id,
+            product_id: header.product_id,
+            user_id: header.user_id,
+            user_location: header.user_location,
+            is_prime_member: header.is_prime_member,
+            valid_until: header.valid_until,
+        }))
     }
 }
