@@ -185,6 +185,15 @@ impl PricingService {
         };
         self.cache.count_lookup(false);
         let flight = (product_id, seen);
+        let joinable = self.inflight.lock().expect("inflight map").get(&flight).cloned();
+        if let Some(computation) = joinable {
+            return Ok((computation.await?, PriceSource::Database));
+        }
+        // No computation under way: one may have just finished, storing its result after our read. Read
+        // again (its result is in the cache before it leaves the map), so a late miss does not compute twice.
+        if let Ok(Lookup::Hit(pricing)) = self.cache.lookup::<ProductPricing>(&key).await {
+            return Ok((pricing, PriceSource::Cache));
+        }
         let computation = {
             let mut inflight = self.inflight.lock().expect("inflight map");
             inflight
