@@ -35,12 +35,28 @@ pub struct Lease {
 
 /// Takes the lock if it is free; `None` if someone holds it. Never waits.
 pub async fn try_acquire(cache: &Cache, key: &str, ttl: Duration) -> Result<Option<Lease>> {
-    let token = uuid::Uuid::new_v4().to_string();
+    try_acquire_for(cache, key, ttl, "").await
+}
+
+/// The same, naming what the lock is taken for (`holder` tells it to others); the token stays unique.
+pub async fn try_acquire_for(
+    cache: &Cache,
+    key: &str,
+    ttl: Duration,
+    purpose: &str,
+) -> Result<Option<Lease>> {
+    let token = format!("{purpose}:{}", uuid::Uuid::new_v4());
     let options = redis::SetOptions::default()
         .conditional_set(redis::ExistenceCheck::NX)
         .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
     let taken: Option<String> = cache.conn().await?.set_options(key, &token, options).await?;
     Ok(taken.map(|_| Lease { key: key.to_string(), token, ttl }))
+}
+
+/// What the current holder took the lock for (`try_acquire_for`), if anyone holds it.
+pub async fn holder(cache: &Cache, key: &str) -> Result<Option<String>> {
+    let token: Option<String> = cache.conn().await?.get(key).await?;
+    Ok(token.and_then(|t| t.rsplit_once(':').map(|(purpose, _)| purpose.to_string())))
 }
 
 impl Lease {

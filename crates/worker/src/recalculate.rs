@@ -66,7 +66,14 @@ impl Recalculator {
         let lock_key = self.cache.keys.recalculate_lock();
         let mut lock_waits = 0;
         loop {
-            let Some(lease) = lock::try_acquire(&self.cache, &lock_key, s.recalc_lock_ttl).await? else {
+            let owner = task_id.to_string();
+            let Some(lease) =
+                lock::try_acquire_for(&self.cache, &lock_key, s.recalc_lock_ttl, &owner).await?
+            else {
+                if lock::holder(&self.cache, &lock_key).await?.as_deref() == Some(owner.as_str()) {
+                    // Another delivery of this very task holds the lock: it is the one that runs.
+                    return Ok(RecalcOutcome::Duplicate);
+                }
                 if tasks::skip(&self.db, task_id, "another recalculation was running").await? {
                     tracing::info!(%task_id, "recalculation skipped: the lock is held");
                     return Ok(RecalcOutcome::Skipped);
@@ -77,7 +84,7 @@ impl Recalculator {
                 }
                 // A retry of a task that already did part of the work: wait for the other run to finish.
                 lock_waits += 1;
-                if lock_waits > s.recalc_max_attempts {
+                if lock_waits > MAX_LOCK_WAITS {
                     tasks::finish(&self.db, task_id, "skipped", Some("another recalculation kept the lock"))
                         .await?;
                     return Ok(RecalcOutcome::Skipped);
@@ -183,6 +190,10 @@ impl Recalculator {
         }
     }
 }
+
+/// Waits for another run's lock before a partly done task gives up: with the 10 s backoff cap, minutes,
+/// longer than a whole run of a million products takes.
+const MAX_LOCK_WAITS: i32 = 30;
 
 /// Connection trouble and a lost lock pass; anything else (a bug, bad data) would fail again.
 fn is_transient(e: &Error) -> bool {

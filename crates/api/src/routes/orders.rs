@@ -175,14 +175,34 @@ async fn create(
     let request = body.validate()?;
     let (new, shopper) = resolve_lines(&ctx, request).await?;
     let product_ids: Vec<i64> = new.lines.iter().filter_map(|(r, _)| product_id(r)).collect();
-    let price_of = ctx.pricing.order_pricer(&product_ids, shopper).await;
-    let (order, products) = orders::create(&ctx.db, &new, price_of).await?;
-    ctx.products_changed(&products, true).await;
-    if let Err(e) = ctx.order_queue.enqueue(ProcessOrder { order_id: order.id }, true).await {
-        tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
-    }
+    // Its own task: once the transaction starts, the purchase, the cache refresh and the enqueue finish
+    // even if the client disconnects (which drops this handler).
+    let order = run_to_completion(&ctx, move |ctx| async move {
+        let price_of = ctx.pricing.order_pricer(&product_ids, shopper).await;
+        let (order, products) = orders::create(&ctx.db, &new, price_of).await?;
+        ctx.products_changed(&products, true).await;
+        if let Err(e) = ctx.order_queue.enqueue(ProcessOrder { order_id: order.id }, true).await {
+            tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
+        }
+        Ok(order)
+    })
+    .await?;
     tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
     Ok((StatusCode::CREATED, axum::Json(OrderResponse::from(order))))
+}
+
+/// Runs `work` in its own task and waits for it: a write and what must follow its commit are never cut off
+/// half-way by a client going away.
+async fn run_to_completion<T, F, Fut>(ctx: &ApiContext, work: F) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(ApiContext) -> Fut,
+    Fut: std::future::Future<Output = pricing_core::Result<T>> + Send + 'static,
+{
+    tokio::spawn(work(ctx.clone()))
+        .await
+        .map_err(|e| pricing_core::Error::Unavailable(format!("the request's task failed: {e}")))?
+        .map_err(Into::into)
 }
 
 fn product_id(r: &ProductRef) -> Option<i64> {
@@ -201,10 +221,14 @@ async fn resolve_lines(
     let OrderRequest { mut order, quotes, location, is_member } = request;
     let shopper = ctx.pricing.shopper(location.as_deref(), is_member);
     let mut unit_prices: Vec<(i64, Decimal)> = Vec::new();
+    let mut unquoted: Vec<i64> = Vec::new();
     for ((product_ref, _), quote_id) in order.lines.iter_mut().zip(quotes) {
         let product_id = ctx.pricing.resolve(product_ref).await?;
         *product_ref = ProductRef::Id(product_id);
-        let Some(quote_id) = quote_id else { continue };
+        let Some(quote_id) = quote_id else {
+            unquoted.push(product_id);
+            continue;
+        };
         let price = honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?;
         match unit_prices.iter().find(|(id, _)| *id == product_id) {
             Some((_, p)) if *p != price => {
@@ -215,6 +239,11 @@ async fn resolve_lines(
             Some(_) => {}
             None => unit_prices.push((product_id, price)),
         }
+    }
+    if let Some((id, _)) = unit_prices.iter().find(|(id, _)| unquoted.contains(id)) {
+        return Err(ApiError::Validation(format!(
+            "product {id} appears both with and without a quote; list it once"
+        )));
     }
     order.unit_prices = unit_prices;
     Ok((order, shopper))
@@ -288,8 +317,12 @@ async fn list(
 }
 
 async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
-    let (order, products) = orders::cancel(&ctx.db, id).await?;
-    ctx.products_changed(&products, false).await;
+    let order = run_to_completion(&ctx, move |ctx| async move {
+        let (order, products) = orders::cancel(&ctx.db, id).await?;
+        ctx.products_changed(&products, false).await;
+        Ok(order)
+    })
+    .await?;
     tracing::info!(order_id = id, "order cancelled");
     Ok(axum::Json(order.into()))
 }

@@ -189,3 +189,21 @@ async fn a_run_whose_worker_died_resumes_once_the_lock_expires() {
     let last: Option<ProductPricing> = app.cache.get_versioned(&app.cache.keys.price(1_000)).await.unwrap();
     assert!(first.is_none() && last.is_some());
 }
+
+/// Two deliveries of one task: the one that finds the lock held by its own task leaves the task alone
+/// instead of marking it skipped (the holder is about to run it).
+#[tokio::test]
+async fn a_second_delivery_of_the_same_task_does_not_skip_it() {
+    let app = spawn_app().await;
+    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let key = app.cache.keys.recalculate_lock();
+    let first = lock::try_acquire_for(&app.cache, &key, Duration::from_secs(30), &task.id.to_string())
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
+    let outcome = worker.recalculator().unwrap().run(task.id).await.unwrap();
+    assert_eq!(outcome, RecalcOutcome::Duplicate);
+    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, "queued");
+    first.release(&app.cache).await.unwrap();
+}

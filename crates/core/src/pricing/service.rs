@@ -74,8 +74,8 @@ pub struct StoredQuote {
 
 /// What is stored for a quote: this header, a newline, and the versioned pricing state it was priced from
 /// (copied by Redis itself on a cache hit, so a quote costs one round trip). The price is recomputed from
-/// them; `model` fingerprints the pricing configuration and code, so a quote made under other rules is not
-/// honoured rather than honoured at a different price.
+/// them; `model` fingerprints the pricing configuration and the model's source, so a quote made under other
+/// rules is not honoured rather than honoured at a different price.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct QuoteHeader {
     quote_id: String,
@@ -123,7 +123,7 @@ impl PricingService {
         let model_fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            (format!("{config:?}"), env!("CARGO_PKG_VERSION")).hash(&mut hasher);
+            (format!("{config:?}"), include_str!("model.rs")).hash(&mut hasher);
             hasher.finish()
         };
         Ok(Arc::new(Self {
@@ -200,7 +200,10 @@ impl PricingService {
                 .entry(flight)
                 .or_insert_with(|| {
                     let this = Arc::clone(self);
-                    async move {
+                    // Its own task: it runs to the end even if every request waiting for it goes away
+                    // (a client that disconnects drops its handler), so it never holds a connection
+                    // half-way or leaves a stale computation in the map.
+                    let task = tokio::spawn(async move {
                         let result = this.compute_and_store(product_id).await.map_err(|e| match e {
                             Error::NotFound(m) => ComputeError::NotFound(m),
                             other => ComputeError::Unavailable(other.to_string()),
@@ -208,9 +211,10 @@ impl PricingService {
                         // Done: later misses (after the cache entry expires) compute afresh.
                         this.inflight.lock().expect("inflight map").remove(&flight);
                         result
-                    }
-                    .boxed()
-                    .shared()
+                    });
+                    async move { task.await.unwrap_or_else(|e| Err(ComputeError::Unavailable(e.to_string()))) }
+                        .boxed()
+                        .shared()
                 })
                 .clone()
         };
