@@ -87,10 +87,15 @@ echo "== api (wrk -t2 -c$CONNECTIONS -d${DURATION}s)"
 PRODUCTS=1000 wrk -t2 -c16 -d2s -s bench/wrk/cached_product.lua "$URL" >/dev/null  # warm the cache
 run_wrk "GET /products/{id}/cached" cached_product.lua PRODUCTS=1000
 run_wrk "POST /orders, 1,000 products" order.lua FIRST=1 LAST=1000
-hot_before=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
+# Stock and units sold, read in one statement (one snapshot).
+stock_and_sold() { psql_ -F ' ' -c "SELECT stock, (SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = 5000)
+                                    FROM products WHERE id = 5000"; }
+read -r hot_before sold_before <<<"$(stock_and_sold)"
 run_wrk "POST /orders, one hot product" order.lua FIRST=5000 LAST=5000
-hot_after=$(psql_ -c "SELECT stock FROM products WHERE id = 5000")
-hot_sold=$(psql_ -c "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = 5000")
+# Orders wrk left in flight still commit (the api finishes a purchase whose client went away): let them land.
+prev=""; while :; do now=$(stock_and_sold); [ "$now" = "$prev" ] && break; prev=$now; sleep 0.5; done
+read -r hot_after sold_after <<<"$prev"
+hot_sold=$(( sold_after - sold_before ))
 # Every unit sold is in an order, and stock fell by exactly that much: no oversell, no lost update.
 oversell=$(( hot_sold - (hot_before - hot_after) ))
 echo "   hot product: $hot_sold units sold in orders, stock went $hot_before -> $hot_after: oversold by $oversell"
