@@ -43,9 +43,14 @@ impl ApiError {
                     json!({ "detail": detail, "product_id": product_id,
                             "available": available, "requested": requested }),
                 ),
-                Core::TotalChanged { current, .. } => {
-                    (StatusCode::CONFLICT, json!({ "detail": detail, "current_total": current }))
-                }
+                Core::TotalChanged { current, items, .. } => (
+                    StatusCode::CONFLICT,
+                    json!({ "detail": detail, "current_total": current, "current_items": items }),
+                ),
+                Core::UnitPriceChanged { product_id, current, .. } => (
+                    StatusCode::CONFLICT,
+                    json!({ "detail": detail, "product_id": product_id, "current_price": current }),
+                ),
                 Core::QuoteRejected { product_id, current_price, .. } => (
                     StatusCode::CONFLICT,
                     json!({ "detail": detail, "product_id": product_id, "current_price": current_price }),

@@ -5,8 +5,7 @@ use axum::{
     extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
     http::request::Parts,
 };
-use pricing_core::domain::ProductRef;
-use serde::{de::DeserializeOwned, Deserialize, Deserializer};
+use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
@@ -84,45 +83,6 @@ pub fn page_params(page: Option<i64>, page_size: Option<i64>) -> Result<(i64, i6
         return Err(ApiError::Validation("page_size must be between 1 and 100".into()));
     }
     Ok((page, page_size))
-}
-
-/// A product named by integer id or by SKU string.
-#[derive(Debug, Clone)]
-pub struct ProductRefInput(pub ProductRef);
-
-impl<'de> Deserialize<'de> for ProductRefInput {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = ProductRefInput;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a product id (positive integer) or SKU (string)")
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                if v > 0 {
-                    Ok(ProductRefInput(ProductRef::Id(v)))
-                } else {
-                    Err(E::custom("product id must be a positive integer"))
-                }
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                i64::try_from(v)
-                    .map_err(|_| E::custom("product id is too large"))
-                    .and_then(|v| self.visit_i64(v))
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                let v = v.trim();
-                if let Ok(id) = v.parse::<i64>() {
-                    return self.visit_i64(id);
-                }
-                if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
-                    return Err(E::custom("product SKU must be 1 to 64 printable characters"));
-                }
-                Ok(ProductRefInput(ProductRef::Sku(v.to_string())))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
 }
 
 /// Checks a client-supplied text field: trimmed, `min..=max` characters, no control characters (PostgreSQL

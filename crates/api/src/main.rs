@@ -1,58 +1,46 @@
-//! `pricing-api serve` (the default) runs the HTTP server; `pricing-api seed --products N [--stock S]`
-//! creates demo products `P-100`, `P-101`, ... idempotently.
+//! `pricing-api [serve]` runs the HTTP server; `pricing-api seed --products N [--stock S]` creates demo
+//! products `P-100`, `P-101`, ... idempotently.
 
-use anyhow::Context;
+use clap::{Parser, Subcommand};
 use pricing_api::Application;
-use pricing_core::{db, telemetry, Settings};
+use pricing_core::{cli, db, shutdown, telemetry, Settings};
+
+/// The Pricing Engine's HTTP api: catalogue, quotes, orders, tasks, health and metrics.
+#[derive(Debug, Parser)]
+#[command(name = "pricing-api", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP api on API_ADDR (the default command).
+    Serve,
+    /// Create demo products P-100, P-101, ... (existing SKUs are left alone), then exit.
+    Seed {
+        /// How many demo products.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=10_000_000))]
+        products: i64,
+        /// The stock each one starts with.
+        #[arg(long, default_value_t = 10_000, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(0..))]
+        stock: i32,
+    },
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli: Cli = cli::parse();
     let settings = Settings::from_env()?;
-    telemetry::init(&settings.log_filter, &settings.log_format);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        None | Some("serve") => {
-            let app = Application::build(settings).await?;
-            app.run_until_stopped(shutdown_signal()).await
-        }
-        Some("seed") => {
-            let products = flag(&args, "--products")?.unwrap_or(1000);
-            let stock = flag(&args, "--stock")?.unwrap_or(10_000);
+    let _telemetry = telemetry::init("pricing-api", &settings.log_filter, &settings.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => Application::build(settings).await?.run_until_stopped(shutdown::signal()).await,
+        Command::Seed { products, stock } => {
             let pool = db::connect(&settings).await?;
             db::migrate(&pool).await?;
-            let created = db::products::seed(&pool, products, i32::try_from(stock)?).await?;
+            let created = db::products::seed(&pool, products, stock).await?;
             tracing::info!(created, requested = products, "seeded demo products (existing SKUs left alone)");
             Ok(())
         }
-        Some(other) => {
-            anyhow::bail!("unknown command {other:?}; use `serve` or `seed --products N [--stock S]`")
-        }
     }
-}
-
-fn flag(args: &[String], name: &str) -> anyhow::Result<Option<i64>> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(None),
-        Some(i) => {
-            let value = args.get(i + 1).with_context(|| format!("{name} needs a value"))?;
-            Ok(Some(value.parse().with_context(|| format!("{name} must be an integer"))?))
-        }
-    }
-}
-
-/// Ctrl-C or SIGTERM (what `docker stop` sends).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down");
 }

@@ -1,16 +1,18 @@
 //! Building the api from settings: connections, migrations, the router, and serving until shutdown.
 
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
 use axum::{extract::Request, ServiceExt};
 use pricing_core::{
     cache::{Cache, ProductChange},
     jobs::{OrderQueue, TaskQueue},
+    orders::OrderService,
     pricing::PricingService,
     Backends, Settings,
 };
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower::Layer;
 use tower_http::normalize_path::NormalizePathLayer;
 
@@ -23,16 +25,18 @@ pub struct ApiContext {
     pub order_queue: OrderQueue,
     pub task_queue: TaskQueue,
     pub pricing: Arc<PricingService>,
+    pub orders: Arc<OrderService>,
     pub admin_token: Arc<str>,
-    pub http_metrics: Arc<crate::routes::metrics::HttpMetrics>,
+    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 impl ApiContext {
-    /// After a commit that changed products (an update, a sale, a cancellation): refresh their cached rows,
-    /// invalidate their pricing state (and count the demand of a sale), so no read returns anything older
-    /// than the commit.
-    pub async fn products_changed(&self, products: &[pricing_core::domain::Product], sold: bool) {
-        self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
+    /// After a catalogue write: refresh the product's cached row and invalidate its pricing state, so no
+    /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
+    pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
+        self.cache
+            .products_changed(std::slice::from_ref(product), &ProductChange::new(&self.settings, false))
+            .await;
     }
 }
 
@@ -61,6 +65,13 @@ impl Application {
         let listener = TcpListener::bind(settings.api_addr).await?;
         let settings = Arc::new(settings);
         let pricing = PricingService::new(db.clone(), cache.clone(), settings.clone())?;
+        let orders = OrderService::new(
+            db.clone(),
+            cache.clone(),
+            pricing.clone(),
+            order_queue.clone(),
+            settings.clone(),
+        );
         let context = ApiContext {
             settings,
             db,
@@ -68,6 +79,7 @@ impl Application {
             order_queue,
             task_queue,
             pricing,
+            orders,
             admin_token,
             http_metrics: Arc::default(),
         };
@@ -82,16 +94,13 @@ impl Application {
         &self.context
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
+    /// Serves until `shutdown` is cancelled, then finishes the requests in flight.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
         // Trailing slashes are trimmed before routing, so `/api/v1/products/` is `/api/v1/products`.
         let app = NormalizePathLayer::trim_trailing_slash().layer(crate::routes::router(self.context));
         axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         Ok(())
     }

@@ -83,6 +83,36 @@ pub struct OrderItem {
     pub product_id: i64,
     pub quantity: i32,
     pub unit_price: Decimal,
+    #[sqlx(try_from = "String")]
+    pub price_source: PriceBasis,
+}
+
+/// Why a line costs what it costs: an honoured quote, or the current dynamic price at the sale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceBasis {
+    Quote,
+    Current,
+}
+
+impl PriceBasis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PriceBasis::Quote => "quote",
+            PriceBasis::Current => "current",
+        }
+    }
+}
+
+impl TryFrom<String> for PriceBasis {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "quote" => Ok(PriceBasis::Quote),
+            "current" => Ok(PriceBasis::Current),
+            other => Err(format!("unknown price source {other:?}")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
@@ -110,6 +140,77 @@ pub enum ProductRef {
     Sku(String),
 }
 
+/// In JSON a product is named by its id (a positive integer, or digits in a string) or by its SKU.
+impl<'de> Deserialize<'de> for ProductRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ProductRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a product id (positive integer) or SKU (string)")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                ProductRef::id(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                i64::try_from(v)
+                    .map_err(|_| E::custom("product id is too large"))
+                    .and_then(|v| self.visit_i64(v))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                ProductRef::parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Serialize for ProductRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ProductRef::Id(id) => s.serialize_i64(*id),
+            ProductRef::Sku(sku) => s.serialize_str(sku),
+        }
+    }
+}
+
+/// The longest SKU.
+pub const MAX_SKU_LEN: usize = 64;
+
+impl ProductRef {
+    /// Reads a product named in text: digits are an id (positive), anything else a SKU (`validate_sku`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if let Ok(id) = text.parse::<i64>() {
+            return Self::id(id);
+        }
+        validate_sku(text).map(ProductRef::Sku)
+    }
+
+    /// A product id, which must be positive.
+    pub fn id(id: i64) -> Result<Self, String> {
+        if id > 0 {
+            Ok(ProductRef::Id(id))
+        } else {
+            Err("product id must be a positive integer".into())
+        }
+    }
+}
+
+/// The one SKU rule: 1 to 64 letters, digits, '-', '_' or '.', and not digits only (an all-digit SKU
+/// would read as a product id where clients may send either). Returns the trimmed SKU.
+pub fn validate_sku(sku: &str) -> Result<String, String> {
+    let sku = sku.trim();
+    let ok = (1..=MAX_SKU_LEN).contains(&sku.len())
+        && !sku.chars().all(|c| c.is_ascii_digit())
+        && sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(sku.to_string())
+    } else {
+        Err(format!("sku must be 1 to {MAX_SKU_LEN} letters, digits, '-', '_' or '.', not digits only"))
+    }
+}
+
 impl std::fmt::Display for ProductRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -117,18 +218,6 @@ impl std::fmt::Display for ProductRef {
             ProductRef::Sku(sku) => f.write_str(sku),
         }
     }
-}
-
-/// An order as the client placed it, already validated: at least one line, quantities positive.
-#[derive(Debug, Clone)]
-pub struct NewOrder {
-    pub user_id: Option<String>,
-    pub lines: Vec<(ProductRef, i32)>,
-    /// The total the customer saw, if the client sent one: the order is refused if the server's differs.
-    pub expected_total: Option<Decimal>,
-    /// Quoted prices being honoured, by product id; other products sell at the price computed from their
-    /// locked row.
-    pub unit_prices: Vec<(i64, Decimal)>,
 }
 
 /// Orders by status, and how long processing takes: kept in a small counters table, never a scan of `orders`.

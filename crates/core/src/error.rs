@@ -16,7 +16,11 @@ pub enum Error {
     #[error("Insufficient stock for product {product_id}. Available: {available}, Requested: {requested}")]
     InsufficientStock { product_id: i64, available: i32, requested: i32 },
     #[error("The order total changed: you were shown {shown}, the current total is {current}")]
-    TotalChanged { shown: Decimal, current: Decimal },
+    TotalChanged { shown: Decimal, current: Decimal, items: Vec<crate::domain::OrderItem> },
+    #[error(
+        "The price of product {product_id} changed: you were shown {shown}, the current price is {current}"
+    )]
+    UnitPriceChanged { product_id: i64, shown: Decimal, current: Decimal },
     #[error("{reason}; the current price of product {product_id} is {current_price}")]
     QuoteRejected { reason: String, product_id: i64, current_price: Decimal },
     #[error("database error: {0}")]

@@ -3,7 +3,7 @@
 //!
 //! A job in Redis is only a wake-up call: the order or task it names lives in PostgreSQL, and the worker's
 //! sweeper re-enqueues whatever the queue loses. The apalis-redis 1.0 settings below close its traps
-//! (see `shared/notes/apalis-redis-1.0.md`): a 15 s orphan window instead of 300 s, idempotency keys on, a
+//! (each trap and how it is handled: `docs/apalis-redis.md`): a 15 s orphan window instead of 300 s, idempotency keys on, a
 //! response timeout above redis 1.8's 500 ms, and `promote_due` so a big backlog cannot jam its fetch script.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,16 +1,21 @@
 //! Everything the api, the worker and the tests share: configuration, domain types, the PostgreSQL
-//! repositories, the Redis cache and its keys, job definitions and telemetry. No HTTP lives here.
+//! repositories, the Redis cache and its keys, job definitions, the order use case, and process set-up (telemetry, shutdown). No HTTP lives here.
 
 pub mod backends;
 pub mod cache;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod lock;
 pub mod money;
+pub mod orders;
 pub mod pricing;
+pub mod retry;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use backends::Backends;

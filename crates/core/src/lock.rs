@@ -18,13 +18,6 @@ end
 return 0
 "#;
 
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"#;
-
 /// A held lock. Dropping it without `release` leaves the lock to expire after its lease.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -73,7 +66,7 @@ impl Lease {
 
     /// Releases the lock if it is still ours. Returns whether it was.
     pub async fn release(&self, cache: &Cache) -> Result<bool> {
-        let released: i32 = Script::new(RELEASE)
+        let released: i32 = Script::new(crate::cache::DELETE_IF_EQUAL)
             .key(&self.key)
             .arg(&self.token)
             .invoke_async(&mut cache.conn().await?)

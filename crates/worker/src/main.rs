@@ -1,23 +1,19 @@
-//! `pricing-worker`: processes orders and sweeps for lost ones until Ctrl-C or SIGTERM.
+//! `pricing-worker`: processes orders and recalculations, and sweeps for lost ones, until Ctrl-C or SIGTERM.
 
-use pricing_core::{telemetry, Settings};
+use clap::Parser;
+use pricing_core::{cli, shutdown, telemetry, Settings};
 use pricing_worker::Worker;
-use tokio_util::sync::CancellationToken;
+
+/// The Pricing Engine's background worker: order processing, bulk price recalculations, and the sweeper
+/// that re-enqueues from PostgreSQL what a queue lost.
+#[derive(Debug, Parser)]
+#[command(name = "pricing-worker", version)]
+struct Cli {}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _cli: Cli = cli::parse();
     let settings = Settings::from_env()?;
-    telemetry::init(&settings.log_filter, &settings.log_format);
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
-            tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
-            tracing::info!("shutting down: finishing the orders in flight");
-            shutdown.cancel();
-        }
-    });
-    Worker::build(settings).await?.run_until_stopped(shutdown).await
+    let _telemetry = telemetry::init("pricing-worker", &settings.log_filter, &settings.log_format);
+    Worker::build(settings).await?.run_until_stopped(shutdown::signal()).await
 }

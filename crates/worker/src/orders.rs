@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
     cache::{Cache, ProductChange},
-    db, Settings,
+    db, retry, Settings,
 };
 use rand::Rng;
 use sqlx::PgPool;
@@ -113,21 +113,10 @@ impl OrderProcessor {
     }
 }
 
-/// 100 ms, 200 ms, 400 ms ... capped at 5 s, with up to 25% jitter so retries do not arrive in step.
+/// Retries of one order wait 100 ms, 200 ms, 400 ms ... at most 5 s (with jitter).
+const RETRY_BASE: Duration = Duration::from_millis(100);
+const RETRY_CAP: Duration = Duration::from_secs(5);
+
 fn backoff(attempt: i32) -> Duration {
-    let base = 100u64.saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1)).min(5_000);
-    let jitter = rand::rng().random_range(0..=base / 4);
-    Duration::from_millis(base + jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        assert!(backoff(1) >= Duration::from_millis(100) && backoff(1) <= Duration::from_millis(125));
-        assert!(backoff(3) >= Duration::from_millis(400));
-        assert!(backoff(30) <= Duration::from_millis(6_250));
-    }
+    retry::backoff(attempt.max(1) as u32, RETRY_BASE, RETRY_CAP)
 }

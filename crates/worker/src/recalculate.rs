@@ -6,7 +6,6 @@
 //! to `RECALC_MAX_ATTEMPTS`, resuming after the last finished batch.
 
 use std::{
-    collections::HashMap,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc,
@@ -14,16 +13,16 @@ use std::{
     time::Duration,
 };
 
-use chrono::Utc;
 use pricing_core::{
     cache::Cache,
-    db::{market, products, tasks},
+    db::{
+        products,
+        tasks::{self, TaskStatus},
+    },
     lock,
-    pricing::{demand, model, PricingConfig},
-    Error, Settings,
+    pricing::PricingService,
+    retry, Error, Settings,
 };
-use rand::Rng;
-use rust_decimal::Decimal;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -43,7 +42,8 @@ pub enum RecalcOutcome {
 pub struct Recalculator {
     pub db: PgPool,
     pub cache: Cache,
-    pub config: PricingConfig,
+    /// The same pricing code quotes use: a recalculation computes exactly what a quote miss would.
+    pub pricing: Arc<PricingService>,
     pub settings: Arc<Settings>,
     /// Batches that will fail with a transient error before doing anything: for demos and tests of retries.
     pub injected_failures: Arc<AtomicU32>,
@@ -52,7 +52,7 @@ pub struct Recalculator {
 impl Recalculator {
     pub fn new(db: PgPool, cache: Cache, settings: Arc<Settings>) -> anyhow::Result<Self> {
         Ok(Self {
-            config: PricingConfig::from_settings(&settings)?,
+            pricing: PricingService::new(db.clone(), cache.clone(), settings.clone())?,
             db,
             cache,
             settings,
@@ -79,14 +79,19 @@ impl Recalculator {
                     return Ok(RecalcOutcome::Skipped);
                 }
                 let task = tasks::get(&self.db, task_id).await?;
-                if task.status != "queued" {
+                if task.status != TaskStatus::Queued {
                     return Ok(RecalcOutcome::Duplicate);
                 }
                 // A retry of a task that already did part of the work: wait for the other run to finish.
                 lock_waits += 1;
                 if lock_waits > MAX_LOCK_WAITS {
-                    tasks::finish(&self.db, task_id, "skipped", Some("another recalculation kept the lock"))
-                        .await?;
+                    tasks::finish(
+                        &self.db,
+                        task_id,
+                        TaskStatus::Skipped,
+                        Some("another recalculation kept the lock"),
+                    )
+                    .await?;
                     return Ok(RecalcOutcome::Skipped);
                 }
                 tokio::time::sleep(backoff(lock_waits)).await;
@@ -109,7 +114,7 @@ impl Recalculator {
             }
             match result {
                 Ok(()) => {
-                    tasks::finish(&self.db, task_id, "succeeded", None).await?;
+                    tasks::finish(&self.db, task_id, TaskStatus::Succeeded, None).await?;
                     let processed = tasks::get(&self.db, task_id).await?.processed;
                     tracing::info!(%task_id, processed, "recalculation succeeded");
                     return Ok(RecalcOutcome::Succeeded { processed });
@@ -123,7 +128,7 @@ impl Recalculator {
                 Err(e) => {
                     let reason = format!("{e} (attempt {} of {})", task.attempts, s.recalc_max_attempts);
                     tracing::error!(%task_id, %reason, "recalculation failed");
-                    tasks::finish(&self.db, task_id, "failed", Some(&reason)).await?;
+                    tasks::finish(&self.db, task_id, TaskStatus::Failed, Some(&reason)).await?;
                     return Ok(RecalcOutcome::Failed(reason));
                 }
             }
@@ -140,8 +145,6 @@ impl Recalculator {
         let remaining = products::count_after(&self.db, cursor).await?;
         let done = tasks::get(&self.db, task_id).await?.processed;
         tasks::set_total(&self.db, task_id, done + remaining).await?;
-        let window = self.settings.demand_window_minutes;
-        let price_ttl = self.settings.price_cache_ttl;
         loop {
             if lost.is_cancelled() {
                 return Err(Error::Unavailable("lost the recalculation lock".into()));
@@ -152,39 +155,10 @@ impl Recalculator {
                 return Err(Error::Unavailable("injected transient failure".into()));
             }
             let batch = products::batch_after(&self.db, cursor, self.settings.recalc_batch_size).await?;
-            let Some(last) = batch.last() else { return Ok(()) };
-            let last_id = last.id;
-            let ids: Vec<i64> = batch.iter().map(|p| p.id).collect();
-            let (recent, markets) = tokio::try_join!(
-                demand::recent_orders(&self.cache, &ids, window),
-                market::multipliers_for_products(&self.db, &ids),
-            )?;
-            let markets: HashMap<i64, Decimal> = markets.into_iter().collect();
-            let now = Utc::now();
-            let entries: Vec<(String, i64, String)> = batch
-                .into_iter()
-                .zip(recent)
-                .map(|(product, recent_orders)| {
-                    let market_multiplier = markets.get(&product.id).copied();
-                    let pricing = model::product_pricing(
-                        &model::PricingInputs {
-                            product_id: product.id,
-                            sku: product.sku,
-                            version: product.version,
-                            base_price: product.price,
-                            stock: product.stock,
-                            recent_orders,
-                            market_multiplier,
-                        },
-                        &self.config,
-                        now,
-                    );
-                    let json = serde_json::to_string(&pricing).expect("pricing serializes");
-                    (self.cache.keys.price(product.id), product.version, json)
-                })
-                .collect();
-            let count = entries.len() as i64;
-            self.cache.set_versioned_many(&entries, || Cache::jittered(price_ttl)).await?;
+            let Some(last_id) = batch.last().map(|p| p.id) else { return Ok(()) };
+            let count = batch.len() as i64;
+            let states = self.pricing.compute_states(batch).await?;
+            self.pricing.store_states(&states).await?;
             cursor = last_id;
             tasks::record_progress(&self.db, task_id, count, cursor).await?;
         }
@@ -200,8 +174,10 @@ fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Database(_) | Error::Redis(_) | Error::Unavailable(_))
 }
 
-/// 200 ms, 400 ms, 800 ms ... capped at 10 s, with up to 25% jitter.
+/// Retries of a recalculation (and waits for another run's lock) take 200 ms, 400 ms ... at most 10 s.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+
 fn backoff(attempt: i32) -> Duration {
-    let base = 200u64.saturating_mul(1 << attempt.clamp(1, 16).saturating_sub(1)).min(10_000);
-    Duration::from_millis(base + rand::rng().random_range(0..=base / 4))
+    retry::backoff(attempt.max(1) as u32, RETRY_BASE, RETRY_CAP)
 }

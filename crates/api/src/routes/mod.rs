@@ -1,7 +1,6 @@
 //! The router: one module per resource, merged here with the JSON fallbacks and request tracing.
 
 mod health;
-pub(crate) mod metrics;
 mod orders;
 mod price;
 mod products;
@@ -22,14 +21,14 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(tasks::router());
     Router::new()
         .route("/", get(index))
-        .route("/metrics", get(metrics::render))
+        .route("/metrics", get(crate::metrics::render))
         .route("/openapi.json", get(openapi))
         .nest("/api/v1", api_v1)
         // The older order service's clients call /orders/... directly.
         .nest("/orders", orders::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(ctx.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), crate::metrics::track))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "detail": "Internal server error" })))

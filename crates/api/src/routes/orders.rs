@@ -11,8 +11,9 @@ use axum::{
 use chrono::{DateTime, Utc};
 use pricing_core::{
     db::orders,
-    domain::{NewOrder, Order, OrderItem, OrderStatus, Page, ProductRef},
-    jobs::ProcessOrder,
+    domain::{Order, OrderItem, OrderStatus, Page, ProductRef},
+    money,
+    orders::{OrderLine, OrderRequest},
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -20,7 +21,7 @@ use serde_json::json;
 
 use crate::{
     error::ApiResult,
-    extract::{page_params, text_field, Id, Json, ProductRefInput, Query},
+    extract::{page_params, text_field, Id, Json, Query},
     ApiContext, ApiError,
 };
 
@@ -36,8 +37,9 @@ pub fn router() -> Router<ApiContext> {
         .route("/{id}/cancel", post(cancel))
 }
 
-/// The most lines one order may have.
+/// The most lines one order may have, and the quantity one line may ask for.
 const MAX_LINES: usize = 100;
+const QUANTITY_RANGE: std::ops::RangeInclusive<i32> = 1..=10_000;
 
 /// All three request shapes clients send: `{product_id, quantity}`, `{user_id, items: [...]}`, and the
 /// older service's `{user_id, item_ids: [...], total_amount}`.
@@ -45,36 +47,33 @@ const MAX_LINES: usize = 100;
 #[serde(deny_unknown_fields)]
 struct CreateOrder {
     user_id: Option<String>,
-    product_id: Option<ProductRefInput>,
+    product_id: Option<ProductRef>,
     quantity: Option<i32>,
-    /// With `product_id`: the quote to honour.
+    /// With `product_id`: the quote to honour, and the unit price the customer saw.
     quote_id: Option<String>,
+    expected_unit_price: Option<Decimal>,
     /// Who is buying, for the dynamic price of lines without a quote.
     user_location: Option<String>,
     #[serde(default)]
     is_prime_member: bool,
-    items: Option<Vec<OrderLine>>,
-    item_ids: Option<Vec<ProductRefInput>>,
+    items: Option<Vec<LineInput>>,
+    item_ids: Option<Vec<ProductRef>>,
+    /// The total the customer saw; `total_amount` is the older form's name for it.
+    expected_total: Option<Decimal>,
     total_amount: Option<Decimal>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct OrderLine {
-    product_id: ProductRefInput,
+struct LineInput {
+    product_id: ProductRef,
     quantity: i32,
     quote_id: Option<String>,
-}
-
-/// A validated order request: the order, and the quote (if any) each line asks to honour.
-struct OrderRequest {
-    order: NewOrder,
-    quotes: Vec<Option<String>>,
-    location: Option<String>,
-    is_member: bool,
+    expected_unit_price: Option<Decimal>,
 }
 
 impl CreateOrder {
+    /// Checks the request's shape and bounds; the pricing rules are the order use case's.
     fn validate(self) -> ApiResult<OrderRequest> {
         let user_id = self.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
         let forms = [self.product_id.is_some(), self.items.is_some(), self.item_ids.is_some()];
@@ -83,19 +82,30 @@ impl CreateOrder {
                 "send exactly one of product_id (with quantity), items, or item_ids".into(),
             ));
         }
-        if (self.quantity.is_some() || self.quote_id.is_some()) && !forms[0] {
+        let single_only =
+            [self.quantity.is_some(), self.quote_id.is_some(), self.expected_unit_price.is_some()];
+        if single_only.contains(&true) && !forms[0] {
             return Err(ApiError::Validation(
-                "quantity and quote_id go with product_id; with items, put them in each item".into(),
+                "quantity, quote_id and expected_unit_price go with product_id; with items, put them in each item"
+                    .into(),
             ));
         }
-        let (lines, quotes): (Vec<(ProductRef, i32)>, Vec<Option<String>>) =
-            if let Some(product_id) = self.product_id {
-                (vec![(product_id.0, self.quantity.unwrap_or(1))], vec![self.quote_id])
-            } else if let Some(items) = self.items {
-                items.into_iter().map(|l| ((l.product_id.0, l.quantity), l.quote_id)).unzip()
-            } else {
-                self.item_ids.unwrap_or_default().into_iter().map(|r| ((r.0, 1), None)).unzip()
-            };
+        let line = |product: ProductRef, quantity, quote_id, expected_unit_price| OrderLine {
+            product,
+            quantity,
+            quote_id,
+            expected_unit_price,
+        };
+        let lines: Vec<OrderLine> = if let Some(product_id) = self.product_id {
+            vec![line(product_id, self.quantity.unwrap_or(1), self.quote_id, self.expected_unit_price)]
+        } else if let Some(items) = self.items {
+            items
+                .into_iter()
+                .map(|l| line(l.product_id, l.quantity, l.quote_id, l.expected_unit_price))
+                .collect()
+        } else {
+            self.item_ids.unwrap_or_default().into_iter().map(|r| line(r, 1, None, None)).collect()
+        };
         if let Some(location) = self.user_location.as_deref() {
             text_field("user_location", location, 0, 32)?;
         }
@@ -105,21 +115,34 @@ impl CreateOrder {
         if lines.len() > MAX_LINES {
             return Err(ApiError::Validation(format!("an order may have at most {MAX_LINES} items")));
         }
-        if let Some((r, q)) = lines.iter().find(|(_, q)| !(1..=10_000).contains(q)) {
+        if let Some(l) = lines.iter().find(|l| !QUANTITY_RANGE.contains(&l.quantity)) {
             return Err(ApiError::Validation(format!(
-                "quantity must be between 1 and 10000 (product {r}: {q})"
+                "quantity must be between {} and {} (product {}: {})",
+                QUANTITY_RANGE.start(),
+                QUANTITY_RANGE.end(),
+                l.product,
+                l.quantity
             )));
         }
-        if let Some(total) = self.total_amount {
-            if total < Decimal::ZERO {
-                return Err(ApiError::Validation("total_amount must not be negative".into()));
-            }
+        for price in lines.iter().filter_map(|l| l.expected_unit_price) {
+            money::validate_price("expected_unit_price", price).map_err(ApiError::Validation)?;
+        }
+        if self.expected_total.is_some() && self.total_amount.is_some() {
+            return Err(ApiError::Validation("send expected_total or total_amount, not both".into()));
+        }
+        let (field, expected_total) = match (self.expected_total, self.total_amount) {
+            (Some(total), _) => ("expected_total", Some(total)),
+            (None, total) => ("total_amount", total),
+        };
+        if expected_total.is_some_and(|total| total < Decimal::ZERO) {
+            return Err(ApiError::Validation(format!("{field} must not be negative")));
         }
         Ok(OrderRequest {
-            order: NewOrder { user_id, lines, expected_total: self.total_amount, unit_prices: Vec::new() },
-            quotes,
-            location: self.user_location,
-            is_member: self.is_prime_member,
+            user_id,
+            lines,
+            user_location: self.user_location,
+            is_prime_member: self.is_prime_member,
+            expected_total,
         })
     }
 }
@@ -165,109 +188,14 @@ impl From<Order> for OrderResponse {
     }
 }
 
-/// Buys: prices each line (an honoured quote, or the current dynamic price), then one transaction in
-/// PostgreSQL, then the cached products are refreshed, demand is counted and a wake-up job is enqueued. If
-/// the enqueue fails the order is still safe: the worker's sweeper finds it in PostgreSQL.
+/// Buys: the order use case resolves and prices the lines, runs the sale and enqueues the wake-up job;
+/// this answers 201 with the order `pending`.
 async fn create(
     State(ctx): State<ApiContext>,
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let request = body.validate()?;
-    let (new, shopper) = resolve_lines(&ctx, request).await?;
-    let product_ids: Vec<i64> = new.lines.iter().filter_map(|(r, _)| product_id(r)).collect();
-    // Its own task: once the transaction starts, the purchase, the cache refresh and the enqueue finish
-    // even if the client disconnects (which drops this handler).
-    let order = run_to_completion(&ctx, move |ctx| async move {
-        let price_of = ctx.pricing.order_pricer(&product_ids, shopper).await;
-        let (order, products) = orders::create(&ctx.db, &new, price_of).await?;
-        ctx.products_changed(&products, true).await;
-        if let Err(e) = ctx.order_queue.enqueue(ProcessOrder { order_id: order.id }, true).await {
-            tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
-        }
-        Ok(order)
-    })
-    .await?;
-    tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
+    let order = ctx.orders.place(body.validate()?).await?;
     Ok((StatusCode::CREATED, axum::Json(OrderResponse::from(order))))
-}
-
-/// Runs `work` in its own task and waits for it: a write and what must follow its commit are never cut off
-/// half-way by a client going away.
-async fn run_to_completion<T, F, Fut>(ctx: &ApiContext, work: F) -> ApiResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce(ApiContext) -> Fut,
-    Fut: std::future::Future<Output = pricing_core::Result<T>> + Send + 'static,
-{
-    tokio::spawn(work(ctx.clone()))
-        .await
-        .map_err(|e| pricing_core::Error::Unavailable(format!("the request's task failed: {e}")))?
-        .map_err(Into::into)
-}
-
-fn product_id(r: &ProductRef) -> Option<i64> {
-    match r {
-        ProductRef::Id(id) => Some(*id),
-        ProductRef::Sku(_) => None,
-    }
-}
-
-/// Resolves SKUs to ids and checks the quotes lines name: a valid quote for that product and customer
-/// fixes the line's unit price; other lines are priced from the locked row inside the transaction.
-async fn resolve_lines(
-    ctx: &ApiContext,
-    request: OrderRequest,
-) -> ApiResult<(NewOrder, pricing_core::pricing::Shopper)> {
-    let OrderRequest { mut order, quotes, location, is_member } = request;
-    let shopper = ctx.pricing.shopper(location.as_deref(), is_member);
-    let mut unit_prices: Vec<(i64, Decimal)> = Vec::new();
-    let mut unquoted: Vec<i64> = Vec::new();
-    for ((product_ref, _), quote_id) in order.lines.iter_mut().zip(quotes) {
-        let product_id = ctx.pricing.resolve(product_ref).await?;
-        *product_ref = ProductRef::Id(product_id);
-        let Some(quote_id) = quote_id else {
-            unquoted.push(product_id);
-            continue;
-        };
-        let price = honoured_quote(ctx, &quote_id, product_id, order.user_id.as_deref(), &shopper).await?;
-        match unit_prices.iter().find(|(id, _)| *id == product_id) {
-            Some((_, p)) if *p != price => {
-                return Err(ApiError::Validation(format!(
-                    "product {product_id} appears twice with different quotes; list it once"
-                )))
-            }
-            Some(_) => {}
-            None => unit_prices.push((product_id, price)),
-        }
-    }
-    if let Some((id, _)) = unit_prices.iter().find(|(id, _)| unquoted.contains(id)) {
-        return Err(ApiError::Validation(format!(
-            "product {id} appears both with and without a quote; list it once"
-        )));
-    }
-    order.unit_prices = unit_prices;
-    Ok((order, shopper))
-}
-
-/// The quoted price, if the quote is still valid and was made for this product and customer.
-async fn honoured_quote(
-    ctx: &ApiContext,
-    quote_id: &str,
-    product_id: i64,
-    user_id: Option<&str>,
-    shopper: &pricing_core::pricing::Shopper,
-) -> ApiResult<Decimal> {
-    let quote = ctx.pricing.stored_quote(quote_id).await?;
-    let reason = match &quote {
-        None => format!("Quote {quote_id} has expired or does not exist"),
-        Some(q) if q.product_id != product_id => format!("Quote {quote_id} is for product {}", q.product_id),
-        Some(q) if q.user_id.as_deref() != user_id => {
-            format!("Quote {quote_id} was made for another customer")
-        }
-        Some(q) => return Ok(q.final_price),
-    };
-    let current_price = ctx.pricing.current_price(product_id, shopper).await?;
-    Err(pricing_core::Error::QuoteRejected { reason, product_id, current_price }.into())
 }
 
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
@@ -317,14 +245,7 @@ async fn list(
 }
 
 async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
-    let order = run_to_completion(&ctx, move |ctx| async move {
-        let (order, products) = orders::cancel(&ctx.db, id).await?;
-        ctx.products_changed(&products, false).await;
-        Ok(order)
-    })
-    .await?;
-    tracing::info!(order_id = id, "order cancelled");
-    Ok(axum::Json(order.into()))
+    Ok(axum::Json(ctx.orders.cancel(id).await?.into()))
 }
 
 async fn metrics(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<serde_json::Value>> {

@@ -2,12 +2,12 @@
 //! state when there is one. The quote is stored until `valid_until` so an order can honour it.
 
 use axum::{extract::State, routing::post, Router};
-use pricing_core::pricing::PriceDetail;
+use pricing_core::{domain::ProductRef, pricing::PriceDetail};
 use serde::Deserialize;
 
 use crate::{
     error::ApiResult,
-    extract::{text_field, Json, ProductRefInput},
+    extract::{text_field, Json},
     ApiContext,
 };
 
@@ -18,7 +18,7 @@ pub fn router() -> Router<ApiContext> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PriceRequest {
-    product_id: ProductRefInput,
+    product_id: ProductRef,
     /// Defaults to `DEFAULT_LOCATION`.
     user_location: Option<String>,
     #[serde(default)]
@@ -36,5 +36,5 @@ async fn quote(
     }
     let user_id = body.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
     let shopper = ctx.pricing.shopper(body.user_location.as_deref(), body.is_prime_member);
-    Ok(axum::Json(ctx.pricing.quote(&body.product_id.0, &shopper, user_id.as_deref()).await?))
+    Ok(axum::Json(ctx.pricing.quote(&body.product_id, &shopper, user_id.as_deref()).await?))
 }

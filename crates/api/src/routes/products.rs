@@ -9,12 +9,14 @@ use axum::{
     Router,
 };
 use pricing_core::{
+    cache::Lookup,
     db::products,
-    domain::{NewProduct, Page, Product, ProductChanges},
+    domain::{self, NewProduct, Page, Product, ProductChanges},
     money,
+    pricing::ProductPricing,
 };
 use rust_decimal::Decimal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     auth::Admin,
@@ -65,18 +67,7 @@ fn check_category(category: &str) -> ApiResult<String> {
 }
 
 fn check_sku(sku: &str) -> ApiResult<String> {
-    let sku = sku.trim();
-    // An all-digit SKU would read as a product id where clients may send either.
-    let ok = (1..=64).contains(&sku.len())
-        && !sku.chars().all(|c| c.is_ascii_digit())
-        && sku.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(sku.to_string())
-    } else {
-        Err(ApiError::Validation(
-            "sku must be 1 to 64 letters, digits, '-', '_' or '.', not digits only".into(),
-        ))
-    }
+    domain::validate_sku(sku).map_err(ApiError::Validation)
 }
 
 fn check_price(price: Decimal) -> ApiResult<Decimal> {
@@ -110,44 +101,92 @@ async fn create(
     };
     let product = products::create(&ctx.db, &new).await?;
     tracing::info!(product_id = product.id, sku = %product.sku, "product created");
-    Ok((StatusCode::CREATED, axum::Json(product)))
+    Ok((StatusCode::CREATED, axum::Json(written_view(&ctx, product).await?)))
+}
+
+/// A product as clients see it: the row (`price` is the list price the pricing model starts from) and
+/// `current_price`, what the default shopper (default location, not a member) pays for it now, from the
+/// same pricing state a quote uses.
+#[derive(Debug, Serialize)]
+struct ProductView {
+    #[serde(flatten)]
+    product: Product,
+    current_price: Decimal,
 }
 
 async fn list(
     State(ctx): State<ApiContext>,
     Query(params): Query<ListParams>,
-) -> ApiResult<axum::Json<Page<Product>>> {
+) -> ApiResult<axum::Json<Page<ProductView>>> {
     let (page, page_size) = page_params(params.page, params.page_size)?;
     let search = match params.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => Some(text_field("search", s, 1, 255)?),
         None => None,
     };
-    Ok(axum::Json(products::list(&ctx.db, search.as_deref(), page, page_size).await?))
+    let page = products::list(&ctx.db, search.as_deref(), page, page_size).await?;
+    let prices = ctx.pricing.current_prices(&page.items).await?;
+    let views = page
+        .items
+        .into_iter()
+        .zip(prices)
+        .map(|(product, current_price)| ProductView { product, current_price });
+    Ok(axum::Json(Page::new(views.collect(), page.total, page.page, page.page_size)))
 }
 
-async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<Product>> {
-    Ok(axum::Json(products::get(&ctx.db, id).await?))
+async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<ProductView>> {
+    Ok(axum::Json(view(&ctx, products::get(&ctx.db, id).await?).await?))
+}
+
+/// The view of a row just written: its pricing state computed from that row (the cache is left to the
+/// next quote, which stores what it computes).
+async fn written_view(ctx: &ApiContext, product: Product) -> ApiResult<ProductView> {
+    let state = ctx.pricing.compute_states(vec![product.clone()]).await?.remove(0);
+    let current_price = ctx.pricing.price_for(&state, &ctx.pricing.default_shopper());
+    Ok(ProductView { product, current_price })
+}
+
+/// One product's view, its current price from its pricing state (cached, or computed once).
+async fn view(ctx: &ApiContext, product: Product) -> ApiResult<ProductView> {
+    let current_price = ctx.pricing.current_price(product.id, &ctx.pricing.default_shopper()).await?;
+    Ok(ProductView { product, current_price })
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Cache-aside: Redis first; on a miss, PostgreSQL, then a versioned write so a slower reader can never
-/// put back a copy older than the one a writer just stored.
+/// Cache-aside: the cached row and its pricing state read from Redis in one round trip; on a miss,
+/// PostgreSQL, then a versioned write so a slower reader can never put back a copy older than the one a
+/// writer just stored.
 async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<impl IntoResponse> {
-    let key = ctx.cache.keys.product(id);
-    match ctx.cache.get_versioned::<Product>(&key).await {
-        Ok(Some(product)) => {
-            ctx.cache.count_lookup(true);
-            return Ok(([(X_CACHE, "HIT")], axum::Json(product)));
+    let (product_key, price_key) = (ctx.cache.keys.product(id), ctx.cache.keys.price(id));
+    let (cached, pricing) = match ctx.cache.get_many(&[product_key.clone(), price_key.clone()]).await {
+        Ok(mut raw) => {
+            let (price_raw, product_raw) = (raw.pop().flatten(), raw.pop().flatten());
+            (
+                ctx.cache.decode_entry::<Product>(&product_key, product_raw).await?,
+                ctx.cache.decode_entry::<ProductPricing>(&price_key, price_raw).await?,
+            )
         }
-        Ok(None) => ctx.cache.count_lookup(false),
-        Err(e) => tracing::warn!(error = %e, "cache read failed; serving from PostgreSQL"),
-    }
-    let product = products::get(&ctx.db, id).await?;
-    if let Err(e) = ctx.cache.set_versioned(&key, product.version, &product, ctx.settings.cache_ttl).await {
-        tracing::warn!(product_id = id, error = %e, "could not cache the product");
-    }
-    Ok(([(X_CACHE, "MISS")], axum::Json(product)))
+        Err(e) => {
+            tracing::warn!(error = %e, "cache read failed; serving from PostgreSQL");
+            (Lookup::Missing, Lookup::Missing)
+        }
+    };
+    let (product, hit) = match cached {
+        Lookup::Hit(product) => (product, "HIT"),
+        Lookup::Invalidated(_) | Lookup::Missing => {
+            let product = products::get(&ctx.db, id).await?;
+            if let Err(e) =
+                ctx.cache.set_versioned(&product_key, product.version, &product, ctx.settings.cache_ttl).await
+            {
+                tracing::warn!(product_id = id, error = %e, "could not cache the product");
+            }
+            (product, "MISS")
+        }
+    };
+    ctx.cache.count_lookup(hit == "HIT");
+    let (pricing, _) = ctx.pricing.pricing_after(id, pricing).await?;
+    let current_price = ctx.pricing.price_for(&pricing, &ctx.pricing.default_shopper());
+    Ok(([(X_CACHE, hit)], axum::Json(ProductView { product, current_price })))
 }
 
 async fn update(
@@ -155,7 +194,7 @@ async fn update(
     State(ctx): State<ApiContext>,
     Id(id): Id,
     Json(body): Json<UpdateProduct>,
-) -> ApiResult<axum::Json<Product>> {
+) -> ApiResult<axum::Json<ProductView>> {
     let changes = ProductChanges {
         name: body.name.as_deref().map(check_name).transpose()?,
         category: body.category.as_deref().map(check_category).transpose()?,
@@ -163,9 +202,9 @@ async fn update(
         stock: body.stock.map(check_stock).transpose()?,
     };
     let product = products::update(&ctx.db, id, &changes).await?;
-    ctx.products_changed(std::slice::from_ref(&product), false).await;
+    ctx.product_changed(&product).await;
     tracing::info!(product_id = id, version = product.version, "product updated");
-    Ok(axum::Json(product))
+    Ok(axum::Json(written_view(&ctx, product).await?))
 }
 
 async fn remove(_: Admin, State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<StatusCode> {

@@ -41,6 +41,13 @@ pub fn test_settings() -> Settings {
     s
 }
 
+/// Logging for the whole test binary, set up once and kept until it exits.
+fn init_telemetry(filter: &str) {
+    static TELEMETRY: std::sync::OnceLock<pricing_core::telemetry::TelemetryGuard> =
+        std::sync::OnceLock::new();
+    TELEMETRY.get_or_init(|| pricing_core::telemetry::init("pricing-tests", filter, "text"));
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -48,7 +55,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     configure(&mut settings);
-    pricing_core::telemetry::init(&settings.log_filter, "text");
+    init_telemetry(&settings.log_filter);
     let app = Application::build(settings.clone()).await.expect("build app");
     let port = app.port();
     let db = app.context().db.clone();
@@ -57,7 +64,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = app.run_until_stopped(async move { stop.cancelled().await }).await;
+        let _ = app.run_until_stopped(stop).await;
     });
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -72,11 +79,34 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
 }
 
 impl Drop for TestApp {
+    /// Stops what the test started and drops its database, so a long run leaves none behind.
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let Some((token, _)) = &self.worker {
             token.cancel();
         }
+        drop_database(&self.settings.database_url);
+    }
+}
+
+/// Drops a test's database (closing its connections). Runs on its own thread and runtime: `Drop` cannot
+/// await, and the test's runtime may be shutting down.
+fn drop_database(database_url: &str) {
+    let Some((server, name)) = database_url.rsplit_once('/') else { return };
+    let (admin_url, name) = (format!("{server}/postgres"), name.to_string());
+    let dropped = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        runtime.block_on(async move {
+            use sqlx::Connection;
+            let mut admin = sqlx::PgConnection::connect(&admin_url).await?;
+            let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name.replace('"', "\"\""));
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await?;
+            admin.close().await
+        })
+    })
+    .join();
+    if !matches!(dropped, Ok(Ok(()))) {
+        eprintln!("could not drop the test database {database_url}: {dropped:?}");
     }
 }
 

@@ -9,3 +9,4 @@ mod processing;
 mod products;
 mod recalculation;
 mod robustness;
+mod seen_price;

@@ -93,7 +93,10 @@ async fn a_single_item_order_is_201_and_takes_the_stock() {
     assert_eq!(order["status"], "pending");
     assert_eq!(order["attempts"], 0);
     assert!(order["created_at"].is_string() && order["updated_at"].is_string());
-    assert_eq!(order["items"], json!([{ "product_id": pid, "quantity": 3, "unit_price": 19.99 }]));
+    assert_eq!(
+        order["items"],
+        json!([{ "product_id": pid, "quantity": 3, "unit_price": 19.99, "price_source": "current" }])
+    );
     assert_eq!(app.stock_of(pid).await, 7);
 
     // Quantity defaults to 1; the user is optional; a SKU names the product as well as an id does.
@@ -131,8 +134,8 @@ async fn a_multi_item_order_computes_its_total() {
     assert_eq!(
         order["items"],
         json!([
-            { "product_id": a, "quantity": 2, "unit_price": 19.99 },
-            { "product_id": b, "quantity": 3, "unit_price": 5.01 },
+            { "product_id": a, "quantity": 2, "unit_price": 19.99, "price_source": "current" },
+            { "product_id": b, "quantity": 3, "unit_price": 5.01, "price_source": "current" },
         ])
     );
     assert!(order.get("product_id").is_none(), "{order}");
@@ -210,8 +213,8 @@ async fn the_older_item_ids_form_is_accepted_when_its_total_matches() {
     assert_eq!(
         order["items"],
         json!([
-            { "product_id": id_of(&p100), "quantity": 2, "unit_price": 10.0 },
-            { "product_id": id_of(&p101), "quantity": 1, "unit_price": 2.5 },
+            { "product_id": id_of(&p100), "quantity": 2, "unit_price": 10.0, "price_source": "current" },
+            { "product_id": id_of(&p101), "quantity": 1, "unit_price": 2.5, "price_source": "current" },
         ])
     );
     assert_eq!(app.stock_of(id_of(&p100)).await, 3);

@@ -3,7 +3,7 @@
 
 use std::{sync::atomic::Ordering, time::Duration};
 
-use pricing_core::{db, lock, pricing::ProductPricing};
+use pricing_core::{db, db::tasks::TaskStatus, lock, pricing::ProductPricing};
 use pricing_worker::recalculate::RecalcOutcome;
 use serde_json::Value;
 
@@ -108,7 +108,7 @@ async fn a_recalculation_finding_the_lock_held_is_skipped_at_once() {
     let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
     let outcome = worker.recalculator().unwrap().run(task.id).await.unwrap();
     assert_eq!(outcome, RecalcOutcome::Skipped);
-    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, "skipped");
+    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, TaskStatus::Skipped);
     held.release(&app.cache).await.unwrap();
 }
 
@@ -124,7 +124,7 @@ async fn a_transient_failure_is_retried_and_then_succeeds() {
     assert_eq!(outcome, RecalcOutcome::Succeeded { processed: 500 });
     let task = db::tasks::get(&app.db, task.id).await.unwrap();
     assert_eq!(task.attempts, 3, "two failed attempts, then success");
-    assert_eq!(task.status, "succeeded");
+    assert_eq!(task.status, TaskStatus::Succeeded);
     // The lock was released at the end (and between attempts).
     let key = app.cache.keys.recalculate_lock();
     assert!(lock::try_acquire(&app.cache, &key, Duration::from_secs(1)).await.unwrap().is_some());
@@ -204,6 +204,6 @@ async fn a_second_delivery_of_the_same_task_does_not_skip_it() {
     let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
     let outcome = worker.recalculator().unwrap().run(task.id).await.unwrap();
     assert_eq!(outcome, RecalcOutcome::Duplicate);
-    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, "queued");
+    assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, TaskStatus::Queued);
     first.release(&app.cache).await.unwrap();
 }

@@ -50,6 +50,17 @@ impl Keys {
         format!("{}:lock:recalculate_global_lock", self.prefix)
     }
 
+    /// The market events stream (consumer group `market_event_listeners`) and the pub/sub channel of the
+    /// same name, on which each event is also announced.
+    pub fn market_events(&self) -> String {
+        format!("{}:market_events", self.prefix)
+    }
+
+    /// Stream entries the listener could not understand, with the reason.
+    pub fn market_events_dead(&self) -> String {
+        format!("{}:market_events:dead", self.prefix)
+    }
+
     /// An apalis queue's name; apalis derives its own keys (`{queue}:active`, ...) from it.
     pub fn queue(&self, job_name: &str) -> String {
         format!("{}:queue:{job_name}", self.prefix)
@@ -67,5 +78,7 @@ mod tests {
         assert_eq!(keys.queue("orders"), "t1:queue:orders");
         assert_eq!(keys.price(7), "t1:price:7");
         assert_eq!(keys.recalculate_lock(), "t1:lock:recalculate_global_lock");
+        assert_eq!(keys.market_events(), "t1:market_events");
+        assert_eq!(keys.market_events_dead(), "t1:market_events:dead");
     }
 }

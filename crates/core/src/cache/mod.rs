@@ -1,6 +1,7 @@
 //! The Redis cache: a few shared multiplexed connections, versioned writes that never let an older copy replace a newer one,
 //! and hit/miss counters. Redis only ever holds copies; everything here can be rebuilt from PostgreSQL.
 
+pub mod demand;
 pub mod keys;
 
 use std::{
@@ -81,20 +82,9 @@ pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
     Ok(ConnectionManager::new_lazy_with_config(client, config)?)
 }
 
-/// Reads a versioned entry and, when it holds a live value (not a tombstone), stores `ARGV[1]`, a newline and
-/// the entry under `KEYS[2]` for `ARGV[2]` seconds, in the same round trip. Returns the entry.
-const GET_AND_COPY: &str = r#"
-local value = redis.call('GET', KEYS[1])
-if not value then return false end
-local sep = string.find(value, '|', 1, true)
-if sep and string.sub(value, sep + 1) ~= 'null' then
-    redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. value, 'EX', ARGV[2])
-end
-return value
-"#;
-
-/// Deletes a key only if it still holds the value that was read.
-const DELETE_IF_EQUAL: &str = r#"
+/// Deletes a key only if it still holds the value that was read (a corrupt entry here, a lock's token in
+/// `lock`).
+pub(crate) const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
@@ -143,7 +133,6 @@ pub struct Cache {
     pub keys: Keys,
     set_if_newer: Arc<Script>,
     products_changed: Arc<Script>,
-    get_and_copy: Arc<Script>,
     pub lookups: Arc<LookupCounts>,
 }
 
@@ -161,7 +150,6 @@ impl Cache {
             keys: Keys::new(prefix),
             set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
             products_changed: Arc::new(Script::new(PRODUCTS_CHANGED)),
-            get_and_copy: Arc::new(Script::new(GET_AND_COPY)),
             lookups: Arc::default(),
         })
     }
@@ -180,32 +168,29 @@ impl Cache {
         })
     }
 
-    /// Reads the versioned value at `key` and, if it is live, stores `header`, a newline and the raw entry
-    /// at `copy_key` for `ttl`, in one round trip. `None` when the value is absent, invalidated or corrupt
-    /// (then nothing usable was copied and the caller takes its slow path).
-    pub async fn get_and_copy<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        copy_key: &str,
-        header: &str,
-        ttl: Duration,
-    ) -> Result<Option<T>> {
-        let raw: Option<String> = self
-            .get_and_copy
-            .key(key)
-            .key(copy_key)
-            .arg(header)
-            .arg(ttl.as_secs().max(1))
-            .invoke_async(&mut self.conn().await?)
-            .await?;
-        Ok(raw.as_deref().and_then(decode_versioned))
-    }
-
     /// Reads a versioned value and tells a miss on an invalidated entry (with its version) from one on an
     /// absent entry.
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Lookup<T>> {
-        let mut conn = self.conn().await?;
-        let Some(raw) = conn.get::<_, Option<String>>(key).await? else { return Ok(Lookup::Missing) };
+        let raw: Option<String> = self.conn().await?.get(key).await?;
+        self.decode_entry(key, raw).await
+    }
+
+    /// Reads several entries in one round trip (`MGET`), raw; decode each with `decode_entry`.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut self.conn().await?).await?)
+    }
+
+    /// Decodes an entry read from `key`. A corrupt or older-format entry is dropped (unless it changed
+    /// meanwhile) so the recomputed value can take its place, and counts as missing.
+    pub async fn decode_entry<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        raw: Option<String>,
+    ) -> Result<Lookup<T>> {
+        let Some(raw) = raw else { return Ok(Lookup::Missing) };
         let decoded = match raw.split_once('|').map(|(v, json)| (v.parse::<i64>(), json)) {
             Some((Ok(version), "null")) => return Ok(Lookup::Invalidated(version)),
             Some((Ok(_), json)) => serde_json::from_str(json).map_err(|e| e.to_string()),
@@ -214,10 +199,12 @@ impl Cache {
         match decoded {
             Ok(value) => Ok(Lookup::Hit(value)),
             Err(error) => {
-                // Corrupt or an older format: drop it (unless it changed meanwhile) so the recomputed value
-                // can take its place.
                 tracing::warn!(key, %error, "corrupt cache entry, treating as a miss");
-                let _: i32 = Script::new(DELETE_IF_EQUAL).key(key).arg(&raw).invoke_async(&mut conn).await?;
+                let _: i32 = Script::new(DELETE_IF_EQUAL)
+                    .key(key)
+                    .arg(&raw)
+                    .invoke_async(&mut self.conn().await?)
+                    .await?;
                 Ok(Lookup::Missing)
             }
         }
@@ -282,7 +269,7 @@ impl Cache {
             invocation.key(self.keys.product(product.id)).key(self.keys.price(product.id));
         }
         invocation
-            .key(self.keys.demand_bucket(crate::pricing::demand::current_minute()))
+            .key(self.keys.demand_bucket(demand::current_minute()))
             .arg(u8::from(change.sold))
             .arg(change.product_ttl.as_millis() as u64)
             .arg(change.price_ttl.as_millis() as u64)
@@ -368,6 +355,11 @@ impl Cache {
         let _: String = redis::cmd("PING").query_async(&mut self.conn().await?).await?;
         Ok(())
     }
+}
+
+/// `{version}|{json}`: how every versioned entry is stored (the Lua scripts above write the same shape).
+pub fn encode_versioned(version: i64, json: &str) -> String {
+    format!("{version}|{json}")
 }
 
 /// Decodes `{version}|{json}`; `None` for a tombstone or anything that does not decode.

@@ -21,3 +21,17 @@ macro_rules! order_columns {
          processing_started_at, completed_at"
     };
 }
+
+/// The market multiplier that applies to the product row aliased `$p`, as a scalar subquery. The rule
+/// "a product's own signal beats its category's" is written here once.
+macro_rules! market_multiplier_of {
+    ($p:literal) => {
+        concat!(
+            "(SELECT m.multiplier FROM market_multipliers m WHERE m.scope IN ('product:' || ",
+            $p,
+            ".id, 'category:' || ",
+            $p,
+            ".category) ORDER BY m.scope LIKE 'product:%' DESC LIMIT 1)"
+        )
+    };
+}

@@ -5,28 +5,14 @@ use sqlx::PgPool;
 
 use crate::Result;
 
-/// The multiplier for one product: its own signal, else its category's, else `None`.
-#[tracing::instrument(skip(pool))]
-pub async fn multiplier_for_product(pool: &PgPool, product_id: i64) -> Result<Option<Decimal>> {
-    Ok(sqlx::query_scalar(
-        "SELECT m.multiplier FROM products p
-         JOIN market_multipliers m ON m.scope IN ('product:' || p.id, 'category:' || p.category)
-         WHERE p.id = $1
-         ORDER BY m.scope LIKE 'product:%' DESC LIMIT 1",
-    )
-    .bind(product_id)
-    .fetch_optional(pool)
-    .await?)
-}
-
 /// Multipliers for a batch of products: `(product_id, multiplier)` for those that have one.
+#[tracing::instrument(skip(pool), fields(products = product_ids.len()))]
 pub async fn multipliers_for_products(pool: &PgPool, product_ids: &[i64]) -> Result<Vec<(i64, Decimal)>> {
-    Ok(sqlx::query_as(
-        "SELECT DISTINCT ON (p.id) p.id, m.multiplier FROM products p
-         JOIN market_multipliers m ON m.scope IN ('product:' || p.id, 'category:' || p.category)
-         WHERE p.id = ANY($1)
-         ORDER BY p.id, m.scope LIKE 'product:%' DESC",
-    )
+    Ok(sqlx::query_as(concat!(
+        "SELECT id, multiplier FROM (SELECT p.id, ",
+        market_multiplier_of!("p"),
+        " AS multiplier FROM products p WHERE p.id = ANY($1)) s WHERE multiplier IS NOT NULL"
+    ))
     .bind(product_ids)
     .fetch_all(pool)
     .await?)

@@ -10,12 +10,47 @@ use uuid::Uuid;
 
 use crate::{Error, Result};
 
+/// Where a task is in its life: `queued -> running -> succeeded | failed | skipped` (a retry goes back to
+/// `queued`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl TryFrom<String> for TaskStatus {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Skipped]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown task status {s:?}"))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Task {
     #[serde(rename = "task_id")]
     pub id: Uuid,
     pub kind: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: TaskStatus,
     pub processed: i64,
     pub total: i64,
     pub attempts: i32,
@@ -97,13 +132,13 @@ pub async fn record_retry(pool: &PgPool, id: Uuid, error: &str) -> Result<()> {
 }
 
 /// Ends a task: `succeeded`, `failed` or `skipped`.
-pub async fn finish(pool: &PgPool, id: Uuid, status: &str, error: Option<&str>) -> Result<()> {
+pub async fn finish(pool: &PgPool, id: Uuid, status: TaskStatus, error: Option<&str>) -> Result<()> {
     sqlx::query(
         "UPDATE tasks SET status = $2, error = $3, finished_at = now()
          WHERE id = $1 AND status IN ('queued', 'running')",
     )
     .bind(id)
-    .bind(status)
+    .bind(status.as_str())
     .bind(error)
     .execute(pool)
     .await?;

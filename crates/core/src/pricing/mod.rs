@@ -1,12 +1,13 @@
-//! Dynamic pricing: the pure model, the demand counters it reads, and the service that quotes prices
-//! cache-aside with single-flight misses.
+//! Dynamic pricing: the pure model, the service that computes and caches pricing states (single-flight
+//! misses), and quotes an order can honour. Demand counters live with the cache (`cache::demand`).
 
-pub mod demand;
 pub mod model;
+pub mod quotes;
 pub mod service;
 
 pub use model::{PricingConfig, ProductPricing, Shopper};
-pub use service::{PriceDetail, PriceSource, PricingService, StoredQuote};
+pub use quotes::{PriceDetail, StoredQuote};
+pub use service::{PriceSource, PricingService};
 
 use crate::Settings;
 
@@ -26,9 +27,9 @@ impl PricingConfig {
         );
         Ok(Self {
             demand_saturation_orders: s.demand_saturation_orders,
-            demand_max_surcharge: rust_decimal::Decimal::new(25, 2),
+            demand_max_surcharge: model::DEMAND_MAX_SURCHARGE,
             scarcity_threshold: s.scarcity_threshold,
-            scarcity_max_surcharge: rust_decimal::Decimal::new(20, 2),
+            scarcity_max_surcharge: model::SCARCITY_MAX_SURCHARGE,
             location_multipliers: model::parse_location_multipliers(&s.location_multipliers)
                 .map_err(|e| anyhow::anyhow!("LOCATION_MULTIPLIERS: {e}"))?,
             default_location: s.default_location.to_uppercase(),

@@ -63,6 +63,25 @@ pub struct PricingInputs {
     pub market_multiplier: Option<Decimal>,
 }
 
+impl PricingInputs {
+    /// The one way a product row becomes pricing inputs (quote misses, orders and recalculations alike).
+    pub fn from_product(
+        product: crate::domain::Product,
+        recent_orders: u64,
+        market: Option<Decimal>,
+    ) -> Self {
+        Self {
+            product_id: product.id,
+            sku: product.sku,
+            version: product.version,
+            base_price: product.price,
+            stock: product.stock,
+            recent_orders,
+            market_multiplier: market,
+        }
+    }
+}
+
 /// Who is asking: the per-request part of a price.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shopper {
@@ -85,6 +104,10 @@ pub struct Price {
     pub discount_rate: Decimal,
     pub breakdown: Vec<Adjustment>,
 }
+
+/// The largest demand surcharge (+25% at saturation) and scarcity surcharge (+20% at stock 0).
+pub const DEMAND_MAX_SURCHARGE: Decimal = Decimal::from_parts(25, 0, 0, false, 2);
+pub const SCARCITY_MAX_SURCHARGE: Decimal = Decimal::from_parts(20, 0, 0, false, 2);
 
 /// The market multiplier is bounded so a bad signal cannot zero or explode a price.
 pub const MARKET_MIN: Decimal = Decimal::from_parts(5, 0, 0, false, 1); // 0.5

@@ -1,4 +1,5 @@
-//! `GET /metrics`: Prometheus text exposition. Request counts and latencies are kept in memory by the
+//! The api's metrics, all in this module so replacing the exposition is a swap of one file: the request
+//! counters (`HttpMetrics`, kept by the `track` middleware) and `GET /metrics`, Prometheus text. Request counts and latencies are kept in memory by the
 //! `track` middleware (no lock on the hot path but one short map update); order counts come from
 //! PostgreSQL's counters table, queue depth from Redis.
 
@@ -18,7 +19,10 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
-use pricing_core::db::orders;
+use pricing_core::{
+    db::orders,
+    jobs::{Job, ProcessOrder},
+};
 
 use crate::ApiContext;
 
@@ -120,7 +124,7 @@ pub async fn render(State(ctx): State<ApiContext>) -> impl IntoResponse {
     if let Ok(depth) = ctx.order_queue.depth().await {
         let _ = writeln!(out, "# HELP pricing_queue_depth Jobs waiting in the Redis queue.");
         let _ = writeln!(out, "# TYPE pricing_queue_depth gauge");
-        let _ = writeln!(out, "pricing_queue_depth{{queue=\"process_order\"}} {depth}");
+        let _ = writeln!(out, "pricing_queue_depth{{queue=\"{}\"}} {depth}", ProcessOrder::QUEUE);
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

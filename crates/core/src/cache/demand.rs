@@ -5,7 +5,8 @@
 
 use chrono::Utc;
 
-use crate::{cache::Cache, Result};
+use super::Cache;
+use crate::Result;
 
 /// The demand bucket new orders go to.
 pub fn current_minute() -> i64 {

@@ -1,0 +1,94 @@
+//! The processing state machine the worker drives: `pending -> processing -> completed | failed`, every
+//! step a guarded UPDATE fenced by the attempt count, and the sweeper's query for orders a queue lost.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::sale::{lock_products_of, restore_stock};
+use crate::{domain::Product, Result};
+
+/// Takes an order for processing: `pending -> processing`, or re-takes one whose processing was abandoned
+/// (its worker died) longer than `stale_after` ago. Counts the delivery; returns the new attempt count,
+/// which fences the later transitions, or `None` when there is nothing to do (a duplicate delivery).
+#[tracing::instrument(skip(pool))]
+pub async fn claim(pool: &PgPool, id: i64, stale_after: Duration) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET status = 'processing', attempts = attempts + 1, processing_started_at = now()
+         WHERE id = $1 AND (status = 'pending'
+               OR (status = 'processing' AND processing_started_at < now() - make_interval(secs => $2)))
+         RETURNING attempts",
+    )
+    .bind(id)
+    .bind(stale_after.as_secs_f64())
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Records one more fulfilment try of an order this handler holds; `None` if it no longer holds it.
+pub async fn record_retry(pool: &PgPool, id: i64, attempts: i32) -> Result<Option<i32>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET attempts = attempts + 1
+         WHERE id = $1 AND status = 'processing' AND attempts = $2 RETURNING attempts",
+    )
+    .bind(id)
+    .bind(attempts)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// `processing -> completed`, only by the holder of attempt `attempts`. Returns whether it happened.
+#[tracing::instrument(skip(pool))]
+pub async fn complete(pool: &PgPool, id: i64, attempts: i32) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE orders SET status = 'completed', completed_at = now()
+         WHERE id = $1 AND status = 'processing' AND attempts = $2",
+    )
+    .bind(id)
+    .bind(attempts)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// `processing -> failed` with the reason, giving the stock back in the same transaction. Returns the
+/// products whose stock changed, or `None` when the order was not ours to fail.
+#[tracing::instrument(skip(pool))]
+pub async fn fail(pool: &PgPool, id: i64, attempts: i32, reason: &str) -> Result<Option<Vec<Product>>> {
+    let mut tx = pool.begin().await?;
+    lock_products_of(&mut tx, id).await?;
+    let failed = sqlx::query(
+        "UPDATE orders SET status = 'failed', failure_reason = $3
+         WHERE id = $1 AND status = 'processing' AND attempts = $2",
+    )
+    .bind(id)
+    .bind(attempts)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    if failed.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let products = restore_stock(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(Some(products))
+}
+
+/// Unfinished orders whose last wake-up job is older than `older_than`, oldest first: the queue lost
+/// them, or their worker died. Marks them as enqueued now, so the next sweep does not pick them again.
+#[tracing::instrument(skip(pool))]
+pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "UPDATE orders SET last_enqueued_at = now()
+         WHERE id IN (SELECT id FROM orders
+                      WHERE status IN ('pending', 'processing')
+                        AND last_enqueued_at < now() - make_interval(secs => $1)
+                      ORDER BY last_enqueued_at LIMIT $2
+                      FOR UPDATE SKIP LOCKED)
+         RETURNING id",
+    )
+    .bind(older_than.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}

@@ -1,0 +1,155 @@
+//! The transactions that move stock: a sale (lock the products, then stock, order and items in one
+//! statement) and a cancellation (stock given back). Every transaction that touches products locks them
+//! first, in ascending id order, before any order row or counter, so none can wait in a cycle.
+//! What a line costs is decided by the order use case (`crate::orders`); this module only runs the SQL.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::get;
+use crate::{
+    domain::{Order, OrderItem, Product},
+    Error, Result,
+};
+
+/// A product row locked for a sale, with the market multiplier that applies to it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct LockedProduct {
+    #[sqlx(flatten)]
+    pub product: Product,
+    pub market_multiplier: Option<Decimal>,
+}
+
+/// A product row after the sale, with the new order's id and time (one row per product sold).
+#[derive(sqlx::FromRow)]
+struct SoldProduct {
+    #[sqlx(flatten)]
+    product: Product,
+    order_id: i64,
+    order_created_at: DateTime<Utc>,
+}
+
+/// What `record_sale` wrote: the order's id and time, and the products as they are after the sale.
+pub struct Sale {
+    pub order_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub products: Vec<Product>,
+}
+
+/// Locks the products in ascending id order (`FOR UPDATE`) and reads each with its market multiplier.
+/// Ids that name no product are simply absent from the result.
+#[tracing::instrument(skip(tx))]
+pub async fn lock_for_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    product_ids: &[i64],
+) -> Result<Vec<LockedProduct>> {
+    Ok(sqlx::query_as::<_, LockedProduct>(concat!(
+        "SELECT ",
+        locked_product_columns!(),
+        ", ",
+        market_multiplier_of!("products"),
+        " AS market_multiplier FROM products WHERE products.id = ANY($1) ORDER BY products.id FOR UPDATE OF products"
+    ))
+    .bind(product_ids)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// In one statement, while the rows are locked: decrements each item's stock, inserts the order with its
+/// total and its items. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
+#[tracing::instrument(skip(tx, items), fields(items = items.len()))]
+pub async fn record_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Option<&str>,
+    total: Decimal,
+    items: &[OrderItem],
+) -> Result<Sale> {
+    let product_ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
+    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
+    let prices: Vec<Decimal> = items.iter().map(|i| i.unit_price).collect();
+    let sources: Vec<&str> = items.iter().map(|i| i.price_source.as_str()).collect();
+    let sold = sqlx::query_as::<_, SoldProduct>(concat!(
+        "WITH sold AS (
+             UPDATE products SET stock = stock - v.quantity
+             FROM unnest($1::bigint[], $2::int[]) AS v(id, quantity)
+             WHERE products.id = v.id
+             RETURNING ",
+        locked_product_columns!(),
+        "),
+         placed AS (
+             INSERT INTO orders (user_id, total_price) VALUES ($3, $4) RETURNING id, created_at),
+         items AS (
+             INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
+             SELECT placed.id, v.id, v.quantity, v.unit_price, v.source
+             FROM placed, unnest($1::bigint[], $2::int[], $5::numeric[], $6::text[])
+                          AS v(id, quantity, unit_price, source))
+         SELECT sold.*, placed.id AS order_id, placed.created_at AS order_created_at FROM sold, placed"
+    ))
+    .bind(&product_ids)
+    .bind(&quantities)
+    .bind(user_id)
+    .bind(total)
+    .bind(&prices)
+    .bind(&sources)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (order_id, created_at) = sold
+        .first()
+        .map(|s| (s.order_id, s.order_created_at))
+        .ok_or_else(|| Error::Unavailable("the order statement returned no rows".into()))?;
+    Ok(Sale { order_id, created_at, products: sold.into_iter().map(|s| s.product).collect() })
+}
+
+/// Cancels a pending order and puts its stock back, in one transaction.
+#[tracing::instrument(skip(pool))]
+pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
+    let mut tx = pool.begin().await?;
+    lock_products_of(&mut tx, id).await?;
+    let cancelled: Option<i64> = sqlx::query_scalar(
+        "UPDATE orders SET status = 'cancelled' WHERE id = $1 AND status = 'pending' RETURNING id",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if cancelled.is_none() {
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        return Err(match status {
+            None => Error::NotFound(format!("Order {id} not found")),
+            Some(status) => {
+                Error::Conflict(format!("Order {id} is {status}; only pending orders can be cancelled"))
+            }
+        });
+    }
+    let products = restore_stock(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok((get(pool, id).await?, products))
+}
+
+/// Locks an order's products in ascending id order, as a purchase does, before the order row and the
+/// status counters: every transaction takes products first, so none can wait in a cycle.
+pub(super) async fn lock_products_of(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<()> {
+    sqlx::query(
+        "SELECT p.id FROM products p JOIN order_items i ON i.product_id = p.id
+         WHERE i.order_id = $1 ORDER BY p.id FOR UPDATE OF p",
+    )
+    .bind(order_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Gives an order's stock back; its products are already locked (`lock_products_of`).
+pub(super) async fn restore_stock(tx: &mut Transaction<'_, Postgres>, order_id: i64) -> Result<Vec<Product>> {
+    Ok(sqlx::query_as::<_, Product>(concat!(
+        "UPDATE products SET stock = stock + i.quantity FROM order_items i
+         WHERE i.order_id = $1 AND i.product_id = products.id RETURNING ",
+        locked_product_columns!()
+    ))
+    .bind(order_id)
+    .fetch_all(&mut **tx)
+    .await?)
+}

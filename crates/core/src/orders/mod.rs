@@ -1,0 +1,113 @@
+//! The order use case, in one direction: resolve the lines, decide each line's price (an honoured quote or
+//! the current dynamic price), run the sale's transaction (lock in id order, check, decrement, insert),
+//! then the post-commit steps (cached products refreshed and demand counted in one script, the wake-up job
+//! enqueued). The api only parses and answers; `db::orders` only runs SQL; the pricing rules an order
+//! follows are in `lines.rs`, each with a test.
+
+mod lines;
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+
+pub use lines::{OrderLine, OrderRequest};
+
+use crate::{
+    cache::{Cache, ProductChange},
+    db,
+    domain::{Order, OrderStatus, Product},
+    jobs::{OrderQueue, ProcessOrder},
+    pricing::{PricingService, Shopper},
+    Error, Result, Settings,
+};
+
+pub struct OrderService {
+    db: PgPool,
+    cache: Cache,
+    pricing: Arc<PricingService>,
+    queue: OrderQueue,
+    settings: Arc<Settings>,
+}
+
+impl OrderService {
+    pub fn new(
+        db: PgPool,
+        cache: Cache,
+        pricing: Arc<PricingService>,
+        queue: OrderQueue,
+        settings: Arc<Settings>,
+    ) -> Arc<Self> {
+        Arc::new(Self { db, cache, pricing, queue, settings })
+    }
+
+    /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
+    /// disconnecting drops its handler) cannot cut off the commit or the steps that must follow it.
+    pub async fn place(self: &Arc<Self>, request: OrderRequest) -> Result<Order> {
+        let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
+        let wanted = self.resolve_lines(&request, &shopper).await?;
+        let this = Arc::clone(self);
+        let order = detached(async move { this.sell(request, wanted, shopper).await }).await?;
+        tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
+        Ok(order)
+    }
+
+    /// The sale's transaction and what follows its commit.
+    async fn sell(
+        &self,
+        request: OrderRequest,
+        wanted: Vec<lines::WantedLine>,
+        shopper: Shopper,
+    ) -> Result<Order> {
+        let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
+        // Read before the transaction: no row lock is held across a Redis round trip.
+        let demand = self.pricing.recent_orders(&ids).await;
+        let mut tx = self.db.begin().await?;
+        let locked = db::orders::lock_for_sale(&mut tx, &ids).await?;
+        let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
+        let total = lines::order_total(&items, request.expected_total)?;
+        let sale = db::orders::record_sale(&mut tx, request.user_id.as_deref(), total, &items).await?;
+        tx.commit().await?;
+
+        self.products_changed(&sale.products, true).await;
+        if let Err(e) = self.queue.enqueue(ProcessOrder { order_id: sale.order_id }, true).await {
+            tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
+        }
+        Ok(Order {
+            id: sale.order_id,
+            user_id: request.user_id,
+            status: OrderStatus::Pending,
+            total_price: total,
+            attempts: 0,
+            failure_reason: None,
+            created_at: sale.created_at,
+            updated_at: sale.created_at,
+            processing_started_at: None,
+            completed_at: None,
+            items,
+        })
+    }
+
+    /// Cancels a pending order, its stock given back; like `place`, it runs to the end once started.
+    pub async fn cancel(self: &Arc<Self>, order_id: i64) -> Result<Order> {
+        let this = Arc::clone(self);
+        let order = detached(async move {
+            let (order, products) = db::orders::cancel(&this.db, order_id).await?;
+            this.products_changed(&products, false).await;
+            Ok(order)
+        })
+        .await?;
+        tracing::info!(order_id, "order cancelled");
+        Ok(order)
+    }
+
+    async fn products_changed(&self, products: &[Product], sold: bool) {
+        self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
+    }
+}
+
+/// Runs `work` in its own task and waits for it.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.map_err(|e| Error::Unavailable(format!("the request's task failed: {e}")))?
+}

@@ -1,0 +1,16 @@
+//! `pricing-worker`'s command line, run as a process: help, version, and refusals that touch nothing.
+
+#[path = "../../core/testing/cli_checks.rs"]
+mod cli_checks;
+
+use cli_checks::*;
+
+const EXE: &str = env!("CARGO_BIN_EXE_pricing-worker");
+
+#[tokio::test]
+async fn help_version_and_bad_flags() {
+    help_and_version_work(EXE, "pricing-worker");
+    refused(EXE, &["--concurrency", "5"], "--concurrency");
+    refused(EXE, &["extra"], "extra");
+    assert!(!database_exists().await, "the command line alone touched PostgreSQL");
+}
