@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1.7
-# One image with every binary (pricing-api, pricing-worker); docker-compose.yml picks the command.
+# One image with every binary (pricing-api, pricing-worker, pricing-listener); docker-compose.yml picks the
+# command.
 
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
@@ -9,8 +10,9 @@ COPY crates ./crates
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p pricing-api -p pricing-worker \
-    && mkdir -p /out && cp target/release/pricing-api target/release/pricing-worker /out/
+    cargo build --release --locked -p pricing-api -p pricing-worker -p pricing-listener \
+    && mkdir -p /out \
+    && cp target/release/pricing-api target/release/pricing-worker target/release/pricing-listener /out/
 
 FROM debian:bookworm-slim AS runtime
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
@@ -19,5 +21,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /out/ /usr/local/bin/
 USER pricing
 ENV API_ADDR=0.0.0.0:8000 LOG_FORMAT=json
-EXPOSE 8000
+EXPOSE 8000 8002
 CMD ["pricing-api", "serve"]

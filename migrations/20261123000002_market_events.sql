@@ -9,6 +9,8 @@ CREATE TABLE market_events (
     received_at       TIMESTAMPTZ NOT NULL DEFAULT now(),
     applied_at        TIMESTAMPTZ NULL,
     error             TEXT NULL,
+    -- The recalculation its effect started (one task may serve many events).
+    task_id           UUID NULL,
     -- When it was last put on the stream: the sweep re-appends `received` events where this is old.
     last_appended_at  TIMESTAMPTZ NOT NULL DEFAULT now()
 );

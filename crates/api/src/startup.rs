@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::{extract::Request, ServiceExt};
 use pricing_core::{
     cache::{Cache, ProductChange},
+    events::EventStream,
     jobs::{OrderQueue, TaskQueue},
     orders::OrderService,
     pricing::PricingService,
@@ -24,6 +25,7 @@ pub struct ApiContext {
     pub cache: Cache,
     pub order_queue: OrderQueue,
     pub task_queue: TaskQueue,
+    pub events: EventStream,
     pub pricing: Arc<PricingService>,
     pub orders: Arc<OrderService>,
     pub admin_token: Arc<str>,
@@ -72,12 +74,14 @@ impl Application {
             order_queue.clone(),
             settings.clone(),
         );
+        let events = EventStream::new(cache.clone(), settings.market_events_max_len);
         let context = ApiContext {
             settings,
             db,
             cache,
             order_queue,
             task_queue,
+            events,
             pricing,
             orders,
             admin_token,

@@ -59,6 +59,18 @@ pub struct Settings {
     pub recalc_lock_ttl: Duration,
     /// Attempts of a recalculation on transient errors (the lock is released between attempts).
     pub recalc_max_attempts: i32,
+    /// The market events stream is trimmed to about this many entries (`XADD MAXLEN ~`).
+    pub market_events_max_len: usize,
+    /// Where the listener serves `/health` and `/metrics`.
+    pub listener_addr: SocketAddr,
+    /// Stream entries one listener reads (and applies in one transaction) at a time.
+    pub listener_batch_size: usize,
+    /// How long one blocking stream read waits for new entries.
+    pub listener_block: Duration,
+    /// An entry another listener read but did not acknowledge for this long is claimed (its reader died).
+    pub listener_claim_idle: Duration,
+    /// A `received` event not applied this long after it was appended is appended again (Redis lost it).
+    pub listener_resend_after: Duration,
     /// `RUST_LOG`-style filter.
     pub log_filter: String,
     /// `json` for one JSON object per line, anything else for human-readable logs.
@@ -96,6 +108,12 @@ pub const ENV_VARS: &[&str] = &[
     "RECALC_BATCH_SIZE",
     "RECALC_LOCK_TTL_MS",
     "RECALC_MAX_ATTEMPTS",
+    "MARKET_EVENTS_MAX_LEN",
+    "LISTENER_ADDR",
+    "LISTENER_BATCH_SIZE",
+    "LISTENER_BLOCK_MS",
+    "LISTENER_CLAIM_IDLE_MS",
+    "LISTENER_RESEND_AFTER_MS",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -135,6 +153,12 @@ impl Settings {
             recalc_batch_size: parse("RECALC_BATCH_SIZE", 2000)?,
             recalc_lock_ttl: Duration::from_millis(parse("RECALC_LOCK_TTL_MS", 30_000)?),
             recalc_max_attempts: parse("RECALC_MAX_ATTEMPTS", 5)?,
+            market_events_max_len: parse("MARKET_EVENTS_MAX_LEN", 100_000)?,
+            listener_addr: parse("LISTENER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8002)))?,
+            listener_batch_size: parse("LISTENER_BATCH_SIZE", 500)?,
+            listener_block: Duration::from_millis(parse("LISTENER_BLOCK_MS", 1_000)?),
+            listener_claim_idle: Duration::from_millis(parse("LISTENER_CLAIM_IDLE_MS", 15_000)?),
+            listener_resend_after: Duration::from_millis(parse("LISTENER_RESEND_AFTER_MS", 5_000)?),
             log_filter: var("RUST_LOG", "info,sqlx=warn"),
             log_format: var("LOG_FORMAT", "text"),
         })

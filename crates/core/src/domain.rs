@@ -254,3 +254,34 @@ impl<T> Page<T> {
         Self { items, total, page, page_size, total_pages }
     }
 }
+
+/// Which products a recalculation or a market event covers: these ids and these categories; neither means
+/// every product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductScope {
+    #[serde(default)]
+    pub product_ids: Vec<i64>,
+    #[serde(default)]
+    pub categories: Vec<String>,
+}
+
+impl ProductScope {
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    pub fn is_all(&self) -> bool {
+        self.product_ids.is_empty() && self.categories.is_empty()
+    }
+
+    /// Adds another scope to this one (a batch of events starts one recalculation for all of them). Only for
+    /// specific scopes: a batch that asks for every product uses `all()` instead.
+    pub fn merge(&mut self, other: &ProductScope) {
+        self.product_ids.extend(&other.product_ids);
+        self.product_ids.sort_unstable();
+        self.product_ids.dedup();
+        self.categories.extend(other.categories.iter().cloned());
+        self.categories.sort();
+        self.categories.dedup();
+    }
+}

@@ -37,18 +37,22 @@ impl Job for ProcessOrder {
     }
 }
 
-/// Recompute and cache every product's pricing state, in batches, under the global recalculation lock.
+/// Recompute and cache the pricing states of a task's products (all of them, or its scope), in batches,
+/// under the global recalculation lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecalculateAllPrices {
+pub struct RecalculatePrices {
     pub task_id: Uuid,
 }
 
-impl RecalculateAllPrices {
-    /// The `kind` of its task record.
-    pub const KIND: &'static str = "recalculate_all_prices";
+impl RecalculatePrices {
+    /// The `kind` of a task asked for by `POST /api/v1/recalculate` (every product; skipped when another
+    /// run holds the lock).
+    pub const KIND_ALL: &'static str = "recalculate_all_prices";
+    /// The `kind` of a task started by market events (their scope; waits for the lock).
+    pub const KIND_EVENTS: &'static str = "recalculate_for_market_events";
 }
 
-impl Job for RecalculateAllPrices {
+impl Job for RecalculatePrices {
     const QUEUE: &'static str = "recalculate_all_prices";
     fn idempotency_key(&self) -> String {
         format!("task:{}", self.task_id)
@@ -89,7 +93,7 @@ impl<J: Job> Clone for JobQueue<J> {
 }
 
 pub type OrderQueue = JobQueue<ProcessOrder>;
-pub type TaskQueue = JobQueue<RecalculateAllPrices>;
+pub type TaskQueue = JobQueue<RecalculatePrices>;
 
 impl<J: Job> JobQueue<J> {
     pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {

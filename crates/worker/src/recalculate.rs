@@ -1,4 +1,4 @@
-//! The bulk price recalculation: walks every product in keyset batches, computes each pricing state with
+//! The bulk price recalculation: walks every product (or a task's scope) in keyset batches, computes each pricing state with
 //! the same model the api uses, and writes the cache in one pipeline per batch, recording progress in the
 //! task row. One run at a time across all workers: it holds the Redis lock `recalculate_global_lock`
 //! (renewed while it runs, released between attempts); a run that finds the lock held ends `skipped`.
@@ -19,6 +19,7 @@ use pricing_core::{
         products,
         tasks::{self, TaskStatus},
     },
+    domain::ProductScope,
     lock,
     pricing::PricingService,
     retry, Error, Settings,
@@ -37,6 +38,9 @@ pub enum RecalcOutcome {
     Failed(String),
     /// The task had already finished or is running elsewhere (a duplicate delivery).
     Duplicate,
+    /// A task that waits for the lock (market events) waited long; it stays `queued` and the sweeper
+    /// enqueues it again.
+    Deferred,
 }
 
 pub struct Recalculator {
@@ -84,6 +88,10 @@ impl Recalculator {
                 }
                 // A retry of a task that already did part of the work: wait for the other run to finish.
                 lock_waits += 1;
+                if lock_waits > MAX_LOCK_WAITS && task.waits_for_lock {
+                    tracing::info!(%task_id, "recalculation deferred: another run keeps the lock");
+                    return Ok(RecalcOutcome::Deferred);
+                }
                 if lock_waits > MAX_LOCK_WAITS {
                     tasks::finish(
                         &self.db,
@@ -106,7 +114,7 @@ impl Recalculator {
             tracing::info!(%task_id, attempt = task.attempts, from_product = task.cursor, "recalculation started");
             let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
             let renewer = lease.clone().keep_alive(self.cache.clone(), stop.clone(), lost.clone());
-            let result = self.walk(task_id, task.cursor, &lost).await;
+            let result = self.walk(task_id, &task.product_scope(), task.cursor, &lost).await;
             stop.cancel();
             let _ = renewer.await;
             if let Err(e) = lease.release(&self.cache).await {
@@ -135,14 +143,15 @@ impl Recalculator {
         }
     }
 
-    /// Recomputes every product after `cursor`, batch by batch.
+    /// Recomputes every product of `scope` after `cursor`, batch by batch.
     async fn walk(
         &self,
         task_id: Uuid,
+        scope: &ProductScope,
         mut cursor: i64,
         lost: &CancellationToken,
     ) -> pricing_core::Result<()> {
-        let remaining = products::count_after(&self.db, cursor).await?;
+        let remaining = products::count_after(&self.db, scope, cursor).await?;
         let done = tasks::get(&self.db, task_id).await?.processed;
         tasks::set_total(&self.db, task_id, done + remaining).await?;
         loop {
@@ -154,7 +163,8 @@ impl Recalculator {
             if injected.is_ok() {
                 return Err(Error::Unavailable("injected transient failure".into()));
             }
-            let batch = products::batch_after(&self.db, cursor, self.settings.recalc_batch_size).await?;
+            let batch =
+                products::batch_after(&self.db, scope, cursor, self.settings.recalc_batch_size).await?;
             let Some(last_id) = batch.last().map(|p| p.id) else { return Ok(()) };
             let count = batch.len() as i64;
             let states = self.pricing.compute_states(batch).await?;

@@ -7,7 +7,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 use apalis::prelude::*;
 use pricing_core::{
     cache::Cache,
-    jobs::{OrderQueue, ProcessOrder, RecalculateAllPrices, TaskQueue},
+    jobs::{OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
     Backends, Settings,
 };
 use sqlx::PgPool;
@@ -137,7 +137,7 @@ async fn process_order(job: ProcessOrder, processor: Data<Arc<OrderProcessor>>) 
 }
 
 async fn recalculate_all_prices(
-    job: RecalculateAllPrices,
+    job: RecalculatePrices,
     recalculator: Data<Arc<Recalculator>>,
 ) -> Result<(), BoxDynError> {
     recalculator.run(job.task_id).await?;

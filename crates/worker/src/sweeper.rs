@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use pricing_core::{
     db,
-    jobs::{OrderQueue, ProcessOrder, RecalculateAllPrices, TaskQueue},
+    jobs::{OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
     Settings,
 };
 use sqlx::PgPool;
@@ -63,7 +63,7 @@ impl Sweeper {
             requeued += ids.len();
         }
         for task_id in db::tasks::take_stale(&self.db, stale_after, 100).await? {
-            self.tasks.enqueue(RecalculateAllPrices { task_id }, false).await?;
+            self.tasks.enqueue(RecalculatePrices { task_id }, false).await?;
             requeued += 1;
         }
         if requeued > 0 {

@@ -1,6 +1,7 @@
 //! The router: one module per resource, merged here with the JSON fallbacks and request tracing.
 
 mod health;
+mod market_events;
 mod orders;
 mod price;
 mod products;
@@ -18,7 +19,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .nest("/orders", orders::router())
         .nest("/health", health::router())
         .nest("/price", price::router())
-        .merge(tasks::router());
+        .merge(tasks::router())
+        .merge(market_events::router());
     Router::new()
         .route("/", get(index))
         .route("/metrics", get(crate::metrics::render))

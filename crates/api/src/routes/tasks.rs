@@ -10,7 +10,7 @@ use axum::{
 };
 use pricing_core::{
     db::tasks::{self, Task},
-    jobs::RecalculateAllPrices,
+    jobs::RecalculatePrices,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -24,8 +24,8 @@ pub fn router() -> Router<ApiContext> {
 /// Records the task (`queued`), enqueues its job and answers. If the enqueue fails the task is still
 /// recorded, and the worker's sweeper enqueues it again.
 async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl IntoResponse> {
-    let task = tasks::create(&ctx.db, RecalculateAllPrices::KIND).await?;
-    if let Err(e) = ctx.task_queue.enqueue(RecalculateAllPrices { task_id: task.id }, true).await {
+    let task = tasks::create(&ctx.db, RecalculatePrices::KIND_ALL, None, false).await?;
+    if let Err(e) = ctx.task_queue.enqueue(RecalculatePrices { task_id: task.id }, true).await {
         tracing::warn!(task_id = %task.id, error = %e, "enqueue failed; the sweeper will pick the task up");
     }
     tracing::info!(task_id = %task.id, "price recalculation queued");

@@ -22,6 +22,15 @@ pub struct TestApp {
     pub settings: Settings,
     shutdown: CancellationToken,
     worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    listeners: Vec<RunningListener>,
+}
+
+/// A `pricing-listener` started in-process by a test.
+pub struct RunningListener {
+    pub port: u16,
+    pub state: std::sync::Arc<pricing_listener::startup::ListenerState>,
+    token: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
 }
 
 /// Settings for one test: its own database and key prefix, fast timings.
@@ -37,6 +46,9 @@ pub fn test_settings() -> Settings {
     s.order_processing_delay = Duration::from_millis(5);
     s.order_stale_after = Duration::from_secs(2);
     s.sweep_interval = Duration::from_millis(200);
+    s.listener_block = Duration::from_millis(200);
+    s.listener_claim_idle = Duration::from_millis(1_000);
+    s.listener_resend_after = Duration::from_millis(1_000);
     s.log_filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
     s
 }
@@ -75,6 +87,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         shutdown,
         worker: None,
+        listeners: Vec::new(),
     }
 }
 
@@ -84,6 +97,9 @@ impl Drop for TestApp {
         self.shutdown.cancel();
         if let Some((token, _)) = &self.worker {
             token.cancel();
+        }
+        for listener in &self.listeners {
+            listener.token.cancel();
         }
         drop_database(&self.settings.database_url);
     }
@@ -137,6 +153,41 @@ impl TestApp {
             token.cancel();
             handle.await.expect("worker task");
         }
+    }
+
+    /// Starts a `pricing-listener` in-process against this test's database and prefix; returns its index.
+    pub async fn start_listener(&mut self) -> usize {
+        self.start_listener_with(|_| {}).await
+    }
+
+    pub async fn start_listener_with(&mut self, configure: impl FnOnce(&mut Settings)) -> usize {
+        let mut settings = self.settings.clone();
+        settings.listener_addr = "127.0.0.1:0".parse().unwrap();
+        configure(&mut settings);
+        let listener = pricing_listener::Listener::build(settings).await.expect("build listener");
+        let (port, state, token) = (listener.port(), listener.state(), CancellationToken::new());
+        let handle = tokio::spawn({
+            let token = token.clone();
+            async move { listener.run_until_stopped(token).await.expect("listener run") }
+        });
+        self.listeners.push(RunningListener { port, state, token, handle });
+        self.listeners.len() - 1
+    }
+
+    pub fn listener(&self, index: usize) -> &RunningListener {
+        &self.listeners[index]
+    }
+
+    /// Stops a listener the way SIGTERM does: it finishes the batch in hand.
+    pub async fn stop_listener(&mut self, index: usize) {
+        let listener = &mut self.listeners[index];
+        listener.token.cancel();
+        (&mut listener.handle).await.expect("listener task");
+    }
+
+    /// Kills a listener the way SIGKILL does: mid-batch, nothing acknowledged that was not yet.
+    pub fn kill_listener(&mut self, index: usize) {
+        self.listeners[index].handle.abort();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,7 @@
 
 mod health;
 mod helpers;
+mod market_events;
 mod orders;
 mod pricing;
 mod processing;

@@ -105,7 +105,7 @@ async fn a_recalculation_finding_the_lock_held_is_skipped_at_once() {
     let key = app.cache.keys.recalculate_lock();
     let held = lock::try_acquire(&app.cache, &key, Duration::from_secs(30)).await.unwrap().unwrap();
     let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
-    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices", None, false).await.unwrap();
     let outcome = worker.recalculator().unwrap().run(task.id).await.unwrap();
     assert_eq!(outcome, RecalcOutcome::Skipped);
     assert_eq!(db::tasks::get(&app.db, task.id).await.unwrap().status, TaskStatus::Skipped);
@@ -119,7 +119,7 @@ async fn a_transient_failure_is_retried_and_then_succeeds() {
     let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
     let recalculator = worker.recalculator().unwrap();
     recalculator.injected_failures.store(2, Ordering::SeqCst);
-    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices", None, false).await.unwrap();
     let outcome = recalculator.run(task.id).await.unwrap();
     assert_eq!(outcome, RecalcOutcome::Succeeded { processed: 500 });
     let task = db::tasks::get(&app.db, task.id).await.unwrap();
@@ -139,7 +139,7 @@ async fn a_recalculation_that_keeps_failing_ends_failed_after_its_attempts() {
     let worker = pricing_worker::Worker::build(settings).await.unwrap();
     let recalculator = worker.recalculator().unwrap();
     recalculator.injected_failures.store(100, Ordering::SeqCst);
-    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices", None, false).await.unwrap();
     let outcome = recalculator.run(task.id).await.unwrap();
     assert!(matches!(outcome, RecalcOutcome::Failed(_)), "{outcome:?}");
     let task = db::tasks::get(&app.db, task.id).await.unwrap();
@@ -157,7 +157,7 @@ async fn a_run_whose_worker_died_resumes_once_the_lock_expires() {
     let mut settings = app.settings.clone();
     settings.recalc_lock_ttl = Duration::from_millis(500);
     settings.recalc_batch_size = 100;
-    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices", None, false).await.unwrap();
     // The dead worker's state: started, 600 of 1,000 done, silent since, its lock not yet expired.
     sqlx::query(
         "UPDATE tasks SET status = 'running', attempts = 1, processed = 600, total = 1000, cursor = 600,
@@ -195,7 +195,7 @@ async fn a_run_whose_worker_died_resumes_once_the_lock_expires() {
 #[tokio::test]
 async fn a_second_delivery_of_the_same_task_does_not_skip_it() {
     let app = spawn_app().await;
-    let task = db::tasks::create(&app.db, "recalculate_all_prices").await.unwrap();
+    let task = db::tasks::create(&app.db, "recalculate_all_prices", None, false).await.unwrap();
     let key = app.cache.keys.recalculate_lock();
     let first = lock::try_acquire_for(&app.cache, &key, Duration::from_secs(30), &task.id.to_string())
         .await

@@ -73,9 +73,18 @@ return 1
 /// A multiplexed, self-reconnecting Redis connection with a response timeout a busy machine does not trip
 /// (apalis needs a `Clone` connection too).
 pub fn redis_connection(redis_url: &str) -> anyhow::Result<ConnectionManager> {
+    redis_connection_with_timeout(redis_url, RESPONSE_TIMEOUT)
+}
+
+/// The same with another response timeout (a connection that blocks on purpose, e.g. `XREADGROUP BLOCK`,
+/// needs one longer than its block).
+pub fn redis_connection_with_timeout(
+    redis_url: &str,
+    timeout: Duration,
+) -> anyhow::Result<ConnectionManager> {
     let client = redis::Client::open(redis_url)?;
     let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_response_timeout(Some(timeout))
         .set_connection_timeout(Some(Duration::from_secs(3)))
         .set_number_of_retries(2);
     // Lazy: a process starts (and reports itself not ready) while Redis is down, and connects when it is back.
@@ -286,6 +295,20 @@ impl Cache {
             let ids: Vec<i64> = products.iter().map(|p| p.id).collect();
             tracing::warn!(?ids, error = %e, "could not refresh the cached products");
         }
+    }
+
+    /// Drops the pricing states of these products (a market signal changed them), so the next quote
+    /// recomputes them. One pipeline.
+    pub async fn forget_pricing(&self, product_ids: &[i64]) -> Result<()> {
+        if product_ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for chunk in product_ids.chunks(1_000) {
+            pipe.cmd("UNLINK").arg(chunk.iter().map(|id| self.keys.price(*id)).collect::<Vec<_>>()).ignore();
+        }
+        let () = pipe.query_async(&mut self.conn().await?).await?;
+        Ok(())
     }
 
     /// After a product was deleted: tombstones of the highest version for its row and its pricing state (a

@@ -1,7 +1,7 @@
 //! The `market_multipliers` table: the latest market signal per product or category.
 
 use rust_decimal::Decimal;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::Result;
 
@@ -18,7 +18,7 @@ pub async fn multipliers_for_products(pool: &PgPool, product_ids: &[i64]) -> Res
     .await?)
 }
 
-/// Records the latest signal for a scope (`product:{id}` or `category:{name}`).
+/// Records the latest signal for a scope (`product_scope` or `category_scope`).
 pub async fn set_multiplier(pool: &PgPool, scope: &str, multiplier: Decimal, source: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO market_multipliers (scope, multiplier, source) VALUES ($1, $2, $3)
@@ -31,4 +31,44 @@ pub async fn set_multiplier(pool: &PgPool, scope: &str, multiplier: Decimal, sou
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Inside a transaction: records the latest signal for each scope, in the order given (when one scope
+/// appears twice, the later signal wins). Scopes are written in sorted order so concurrent writers never
+/// deadlock.
+pub async fn set_multipliers(
+    tx: &mut Transaction<'_, Postgres>,
+    signals: &[(String, Decimal, String)],
+) -> Result<()> {
+    if signals.is_empty() {
+        return Ok(());
+    }
+    let scopes: Vec<&str> = signals.iter().map(|s| s.0.as_str()).collect();
+    let multipliers: Vec<Decimal> = signals.iter().map(|s| s.1).collect();
+    let sources: Vec<&str> = signals.iter().map(|s| s.2.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO market_multipliers (scope, multiplier, source)
+         SELECT scope, multiplier, source FROM (
+             SELECT DISTINCT ON (scope) scope, multiplier, source
+             FROM unnest($1::text[], $2::numeric[], $3::text[]) WITH ORDINALITY AS v(scope, multiplier, source, n)
+             ORDER BY scope, n DESC) latest
+         ORDER BY scope
+         ON CONFLICT (scope) DO UPDATE SET multiplier = EXCLUDED.multiplier, source = EXCLUDED.source,
+                                           updated_at = now()",
+    )
+    .bind(&scopes)
+    .bind(&multipliers)
+    .bind(&sources)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The scope key of a product's signal and of a category's.
+pub fn product_scope(product_id: i64) -> String {
+    format!("product:{product_id}")
+}
+
+pub fn category_scope(category: &str) -> String {
+    format!("category:{category}")
 }

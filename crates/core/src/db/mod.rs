@@ -4,6 +4,7 @@
 #[macro_use]
 mod columns;
 pub mod market;
+pub mod market_events;
 pub mod orders;
 pub mod products;
 pub mod tasks;

@@ -3,7 +3,7 @@
 use sqlx::{PgExecutor, PgPool};
 
 use crate::{
-    domain::{NewProduct, Page, Product, ProductChanges},
+    domain::{NewProduct, Page, Product, ProductChanges, ProductScope},
     Error, Result,
 };
 
@@ -135,19 +135,60 @@ pub async fn seed(pool: &PgPool, count: i64, stock: i32) -> Result<u64> {
     Ok(result.rows_affected())
 }
 
-/// The next `limit` products after id `after`, in id order: keyset pagination for the bulk walk.
-pub async fn batch_after(pool: &PgPool, after: i64, limit: i64) -> Result<Vec<Product>> {
+/// The next `limit` products of `scope` after id `after`, in id order: keyset pagination for the bulk walk.
+pub async fn batch_after(
+    pool: &PgPool,
+    scope: &ProductScope,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<Product>> {
+    if scope.is_all() {
+        return Ok(sqlx::query_as::<_, Product>(concat!(
+            "SELECT ",
+            product_columns!(),
+            " FROM products WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?);
+    }
     Ok(sqlx::query_as::<_, Product>(concat!(
         "SELECT ",
         product_columns!(),
-        " FROM products WHERE id > $1 ORDER BY id LIMIT $2"
+        " FROM products WHERE id > $1 AND (id = ANY($3) OR category = ANY($4)) ORDER BY id LIMIT $2"
     ))
     .bind(after)
     .bind(limit)
+    .bind(&scope.product_ids)
+    .bind(&scope.categories)
     .fetch_all(pool)
     .await?)
 }
 
-pub async fn count_after(pool: &PgPool, after: i64) -> Result<i64> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM products WHERE id > $1").bind(after).fetch_one(pool).await?)
+/// How many products of `scope` come after id `after`.
+pub async fn count_after(pool: &PgPool, scope: &ProductScope, after: i64) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM products WHERE id > $1 AND ($2 OR id = ANY($3) OR category = ANY($4))",
+    )
+    .bind(after)
+    .bind(scope.is_all())
+    .bind(&scope.product_ids)
+    .bind(&scope.categories)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// The ids of the products of `scope` (not used for "all products").
+pub async fn ids_in(pool: &PgPool, scope: &ProductScope) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar("SELECT id FROM products WHERE id = ANY($1) OR category = ANY($2)")
+        .bind(&scope.product_ids)
+        .bind(&scope.categories)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Ids of the products with these SKUs, as `(sku, id)`.
+pub async fn ids_of_skus(pool: &PgPool, skus: &[String]) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as("SELECT sku, id FROM products WHERE sku = ANY($1)").bind(skus).fetch_all(pool).await?)
 }

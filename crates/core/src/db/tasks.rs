@@ -8,7 +8,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{Error, Result};
+use crate::{domain::ProductScope, Error, Result};
 
 /// Where a task is in its life: `queued -> running -> succeeded | failed | skipped` (a retry goes back to
 /// `queued`).
@@ -58,21 +58,44 @@ pub struct Task {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The products it covers; `None` is every product.
+    pub scope: Option<sqlx::types::Json<ProductScope>>,
+    /// Started by a market event: it waits for a running recalculation instead of being skipped.
+    #[serde(skip)]
+    pub waits_for_lock: bool,
     #[serde(skip)]
     pub cursor: i64,
 }
 
+impl Task {
+    pub fn product_scope(&self) -> ProductScope {
+        self.scope.as_ref().map(|s| s.0.clone()).unwrap_or_default()
+    }
+}
+
 macro_rules! task_columns {
     () => {
-        "id, kind, status, processed, total, attempts, error, created_at, started_at, finished_at, cursor"
+        "id, kind, status, processed, total, attempts, error, created_at, started_at, finished_at, scope, \
+         waits_for_lock, cursor"
     };
 }
 
-pub async fn create(pool: &PgPool, kind: &str) -> Result<Task> {
-    Ok(sqlx::query_as(concat!("INSERT INTO tasks (kind) VALUES ($1) RETURNING ", task_columns!()))
-        .bind(kind)
-        .fetch_one(pool)
-        .await?)
+/// Records a new task, `queued`. `scope` `None` covers every product.
+pub async fn create(
+    pool: &PgPool,
+    kind: &str,
+    scope: Option<&ProductScope>,
+    waits_for_lock: bool,
+) -> Result<Task> {
+    Ok(sqlx::query_as(concat!(
+        "INSERT INTO tasks (kind, scope, waits_for_lock) VALUES ($1, $2, $3) RETURNING ",
+        task_columns!()
+    ))
+    .bind(kind)
+    .bind(scope.map(sqlx::types::Json))
+    .bind(waits_for_lock)
+    .fetch_one(pool)
+    .await?)
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Task> {
@@ -145,11 +168,11 @@ pub async fn finish(pool: &PgPool, id: Uuid, status: TaskStatus, error: Option<&
     Ok(())
 }
 
-/// Ends a task that never started as `skipped` (another run holds the lock). A running task, or one
-/// waiting to retry, is left alone: a duplicate delivery must not mark it skipped.
+/// Ends a task that never started as `skipped` (another run holds the lock). A running task, one waiting
+/// to retry, or one started by market events (it waits for the lock) is left alone.
 pub async fn skip(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool> {
     let skipped = sqlx::query(
-        "UPDATE tasks SET status = 'skipped', error = $2, finished_at = now() WHERE id = $1 AND status = 'queued' AND attempts = 0",
+        "UPDATE tasks SET status = 'skipped', error = $2, finished_at = now() WHERE id = $1 AND status = 'queued' AND attempts = 0 AND NOT waits_for_lock",
     )
     .bind(id)
     .bind(reason)
@@ -174,4 +197,54 @@ pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Resu
     .bind(limit)
     .fetch_all(pool)
     .await?)
+}
+
+/// A recalculation for market events: merged into one of `kind` still waiting to start (so a burst of
+/// events makes one run, not hundreds), or a new one. `scope` `None` is every product. Returns the task and
+/// whether it is new (a new task needs its job enqueued; a merged one has its job already).
+pub async fn for_events(pool: &PgPool, kind: &str, scope: Option<&ProductScope>) -> Result<(Task, bool)> {
+    let mut tx = pool.begin().await?;
+    let waiting: Option<Task> = sqlx::query_as(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE kind = $1 AND status = 'queued' AND attempts = 0
+         ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(kind)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (task, created) = match waiting {
+        Some(task) => {
+            let merged = match (task.scope.as_ref(), scope) {
+                (Some(current), Some(more)) => {
+                    let mut merged = current.0.clone();
+                    merged.merge(more);
+                    Some(merged)
+                }
+                _ => None,
+            };
+            let task = sqlx::query_as(concat!(
+                "UPDATE tasks SET scope = $2 WHERE id = $1 RETURNING ",
+                task_columns!()
+            ))
+            .bind(task.id)
+            .bind(merged.map(sqlx::types::Json))
+            .fetch_one(&mut *tx)
+            .await?;
+            (task, false)
+        }
+        None => {
+            let task = sqlx::query_as(concat!(
+                "INSERT INTO tasks (kind, scope, waits_for_lock) VALUES ($1, $2, true) RETURNING ",
+                task_columns!()
+            ))
+            .bind(kind)
+            .bind(scope.map(sqlx::types::Json))
+            .fetch_one(&mut *tx)
+            .await?;
+            (task, true)
+        }
+    };
+    tx.commit().await?;
+    Ok((task, created))
 }

@@ -1,0 +1,19 @@
+//! `pricing-listener`: applies market events until Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use pricing_core::{cli, shutdown, telemetry, Settings};
+use pricing_listener::Listener;
+
+/// The Pricing Engine's market-event listener: reads the event stream with a consumer group, applies each
+/// event once, and serves /health and /metrics on LISTENER_ADDR.
+#[derive(Debug, Parser)]
+#[command(name = "pricing-listener", version)]
+struct Cli {}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _cli: Cli = cli::parse();
+    let settings = Settings::from_env()?;
+    let _telemetry = telemetry::init("pricing-listener", &settings.log_filter, &settings.log_format);
+    Listener::build(settings).await?.run_until_stopped(shutdown::signal()).await
+}
