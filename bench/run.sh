@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The benchmark (not a test): starts a release build of the api and the worker against a fresh database, drives
+# The benchmark (not a test): starts a release build of the api, the worker and the listener against a fresh database, drives
 # them with wrk beside them, measures this machine's ceilings in the same run (redis-benchmark GET; pgbench with
 # the least an order does, on one hot row and spread over 1,000 rows) and prints every figure with its ratio
 # to its ceiling. This machine is shared and noisy: compare ratios, not absolute numbers.
@@ -7,6 +7,7 @@
 #   bench/run.sh                   # everything, about 5 minutes
 #   DURATION=20 bench/run.sh       # longer runs
 #   SKIP_MILLION=1 bench/run.sh    # skip the 1,000,000-product recalculation
+#   SKIP_EVENTS=1 bench/run.sh     # skip the market-event figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,7 @@ URL="http://127.0.0.1:$PORT"
 
 scripts/services.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p pricing-api -p pricing-worker 2>&1 | tail -1
+cargo build --release --locked -p pricing-api -p pricing-worker -p pricing-listener 2>&1 | tail -1
 
 psql_() { psql -h 127.0.0.1 -U postgres -d "$DB" -qAt "$@"; }
 echo "== fresh database $DB and Redis prefix $REDIS_KEY_PREFIX"
@@ -39,6 +40,8 @@ trap cleanup EXIT
 ./target/release/pricing-api serve > /tmp/bench-api.log 2>&1 &
 API_PID=$!; pids+=($API_PID)
 ./target/release/pricing-worker > /tmp/bench-worker.log 2>&1 &
+pids+=($!)
+LISTENER_ADDR=127.0.0.1:8102 ./target/release/pricing-listener > /tmp/bench-listener.log 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -117,6 +120,53 @@ run_wrk "POST /price, one hot product" quote.lua FIRST=42 LAST=42
 FIRST=1 LAST=10000 wrk -t2 -c64 -d3s -s bench/wrk/quote.lua "$URL" >/dev/null
 run_wrk "POST /price, 10,000-product hot set" quote.lua FIRST=1 LAST=10000
 
+# --- market events (issue 8) -----------------------------------------------------------------------------------
+if [ "${SKIP_EVENTS:-0}" != "1" ]; then
+  echo "== market events (listener: one process, batches of 500)"
+  KEY="$REDIS_KEY_PREFIX:market_events"
+  now_s() { date +%s.%N; }
+  since() { awk -v a="$1" -v b="$(now_s)" 'BEGIN { printf "%.2f", b - a }'; }
+  applied_like() { psql_ -c "SELECT count(*) FROM market_events WHERE status = 'applied' AND event_id LIKE '$1%'"; }
+  wait_applied() { # prefix count: waits (at most 300 s) until that many are applied
+    local t=$(now_s)
+    while [ "$(applied_like "$1")" -lt "$2" ]; do
+      [ "$(since "$t" | cut -d. -f1)" -gt 300 ] && { echo "   timed out waiting for $1 events"; return 1; }
+      sleep 0.05
+    done
+  }
+  t0=$(now_s)
+  python3 bench/events_load.py burst 50000 burst "$KEY" | redis-cli --pipe >/dev/null
+  APPEND_S=$(since "$t0")
+  wait_applied burst- 50000
+  BURST_S=$(since "$t0")
+  BURST_RATE=$(awk -v s="$BURST_S" 'BEGIN { printf "%.0f", 50000 / s }')
+  echo "   50,000 events appended to the stream in ${APPEND_S} s, all applied ${BURST_S} s after the first: $BURST_RATE events/s"
+
+  t0=$(now_s)
+  run_wrk "POST /publish-market-event" publish.lua TOKEN="$ADMIN_TOKEN"
+  API_SENT=$(psql_ -c "SELECT count(*) FROM market_events WHERE event_id LIKE 'api-%'")
+  wait_applied api- "$API_SENT"
+  API_S=$(since "$t0")
+  API_RATE=$(awk -v n="$API_SENT" -v s="$API_S" 'BEGIN { printf "%.0f", n / s }')
+  echo "   $API_SENT events published through the api, all applied ${API_S} s after the first: $API_RATE events/s"
+
+  python3 bench/events_load.py steady 1000 10 steady "$KEY" 127.0.0.1 6379
+  wait_applied steady- 10000
+  read -r EV_P50 EV_P99 <<<"$(psql_ -F ' ' -c "
+    SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY ms)::numeric, 1),
+           round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)::numeric, 1)
+    FROM (SELECT extract(epoch FROM applied_at - (payload->>'occurred_at')::timestamptz) * 1000 AS ms
+          FROM market_events WHERE event_id LIKE 'steady-%') l")"
+  echo "   steady 1,000 events/s for 10 s: publish-to-applied p50 $EV_P50 ms, p99 $EV_P99 ms"
+
+  SENT=$(( 50000 + API_SENT + 10000 ))
+  APPLIED=$(psql_ -c "SELECT count(*) FROM market_events WHERE status = 'applied'")
+  APPLY_COMMITS=$(curl -fsS http://127.0.0.1:8102/metrics | awk -F' ' '/^market_events_total\{outcome="applied"\}/ { print $2 }')
+  EV_LOST=$(( SENT - APPLIED ))
+  EV_TWICE=$(( APPLY_COMMITS - APPLIED ))
+  echo "   sent $SENT, applied $APPLIED (lost $EV_LOST), applied twice $EV_TWICE"
+fi
+
 if [ "${SKIP_MILLION:-0}" != "1" ]; then
   echo "== 1,000,000 products"
   t0=$(date +%s.%N)
@@ -162,4 +212,8 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   echo "recalculation of 1,000,000 products: $RECALC_S s (target <= 60 s); POST /recalculate answered $ACCEPT_MS (target 202 in < 50 ms)"
 fi
 echo "hot-product oversell: $oversell (target 0)"
+if [ "${SKIP_EVENTS:-0}" != "1" ]; then
+  echo "market events: burst of 50,000 applied at $BURST_RATE/s (target >= 5,000/s); through the api $API_RATE/s;"
+  echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"
+fi
 echo "api peak RSS: $RSS_MB MB (target <= 64 MB)"

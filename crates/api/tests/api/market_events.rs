@@ -371,3 +371,43 @@ async fn the_listener_reports_its_health_and_counts_in_metrics() {
     app.stop_listener(i).await;
     assert_eq!(pending(&app).await, 0);
 }
+
+#[tokio::test]
+async fn an_event_published_while_redis_is_down_is_answered_202_and_applied_later() {
+    let redis_down = "redis://127.0.0.1:1".to_string();
+    let mut app = crate::helpers::spawn_app_with(|s| s.redis_url = redis_down.clone()).await;
+    let id = product_in(&app, "Lamp", "home", 50.0).await;
+    let published =
+        publish(&app, json!({ "event_type": "competitor_price", "product_ids": [id], "multiplier": 1.5 }))
+            .await;
+    let event_id = published["event_id"].as_str().unwrap().to_string();
+    assert_eq!(status_of(&app, &event_id).await["status"], "received");
+
+    // A listener that reaches Redis re-appends it from PostgreSQL, and applies it.
+    let real = crate::helpers::test_settings().redis_url;
+    app.start_listener_with(|s| s.redis_url = real).await;
+    wait_until(EVENTUALLY, "the event applied", || async {
+        status_of(&app, &event_id).await["status"] == "applied"
+    })
+    .await;
+    let multiplier: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT multiplier FROM market_multipliers WHERE scope = $1")
+            .bind(format!("product:{id}"))
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(multiplier, rust_decimal::Decimal::new(15, 1));
+}
+
+#[tokio::test]
+async fn a_listener_without_redis_keeps_running_and_says_so() {
+    let mut app = spawn_app().await;
+    let i = app.start_listener_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let url = format!("http://127.0.0.1:{}/health", app.listener(i).port);
+    wait_until(EVENTUALLY, "the listener reports Redis", || async {
+        let res = app.client.get(&url).send().await.unwrap();
+        res.status() == 503 && res.text().await.unwrap().contains("Redis")
+    })
+    .await;
+    assert!(!app.listener(i).is_finished(), "an outage never ends the listener");
+}
