@@ -14,6 +14,7 @@ pub mod lock;
 pub mod money;
 pub mod orders;
 pub mod pricing;
+pub mod prometheus;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,11 +1,14 @@
 //! Applying a batch of market events, exactly once each: one PostgreSQL transaction records the events
 //! that came only through Redis, takes those still `received` (an `event_id` seen before is skipped), stores
-//! their signals in `market_multipliers` (the latest per scope wins) and marks them `applied`. After the
-//! commit, the affected pricing states are dropped so the next quote recomputes them with the new market
-//! part, and a recalculation of the scope is started (merged into one still waiting, if there is one; it
-//! waits for a running recalculation rather than being skipped, so no event's work is lost).
+//! their signals in `market_multipliers` (the latest per scope wins), records the recalculation of their
+//! scope (merged into one still waiting, if there is one; it waits for a running recalculation rather than
+//! being skipped, so no event's work is lost) and marks them `applied`. After the commit, the affected
+//! pricing states are dropped so the next quote recomputes them with the new market part, and the
+//! recalculation's job is enqueued.
 
 use std::collections::{BTreeSet, HashSet};
+
+use rust_decimal::Decimal;
 
 use pricing_core::{
     db::{
@@ -28,10 +31,65 @@ pub struct BatchOutcome {
     pub duplicates: usize,
 }
 
+/// What the fresh events of a batch ask for.
+#[derive(Debug, Default)]
+struct Effect {
+    event_ids: Vec<String>,
+    /// `(scope key, multiplier, source)`, in stream order (the later signal for a scope wins).
+    signals: Vec<(String, Decimal, String)>,
+    /// The products and categories they name.
+    scope: ProductScope,
+    /// A `recalculate` event without a scope: every product.
+    everything: bool,
+}
+
+impl Effect {
+    /// The recalculation to start: `None` for none, `Some(None)` for every product.
+    fn recalculation(&self) -> Option<Option<&ProductScope>> {
+        if self.event_ids.is_empty() {
+            None
+        } else if self.everything {
+            Some(None)
+        } else {
+            Some(Some(&self.scope)).filter(|_| !self.scope.is_all())
+        }
+    }
+}
+
 pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Result<BatchOutcome> {
     if events.is_empty() {
         return Ok(BatchOutcome::default());
     }
+    let sku_ids = resolve_skus(state, events).await?;
+    let mut tx = state.db.begin().await?;
+    let refs: Vec<&MarketEvent> = events.iter().collect();
+    let fresh: HashSet<String> = market_events::claim_for_apply(&mut tx, &refs).await?.into_iter().collect();
+    let effect = effect_of(events, &fresh, &sku_ids);
+    market::set_multipliers(&mut tx, &effect.signals).await?;
+    // The recalculation is recorded with the effect that asks for it: both commit, or neither.
+    let mut new_task = None;
+    if let Some(scope) = effect.recalculation() {
+        let (task, created) = tasks::for_events(&mut tx, RecalculatePrices::KIND_EVENTS, scope).await?;
+        market_events::set_task(&mut tx, &effect.event_ids, task.id).await?;
+        new_task = created.then_some(task.id);
+    }
+    tx.commit().await?;
+
+    if !effect.signals.is_empty() {
+        forget_states(state, &effect.scope).await;
+    }
+    if let Some(task_id) = new_task {
+        // If the enqueue fails, the task is recorded and the worker's sweeper enqueues it.
+        if let Err(e) = state.tasks.enqueue(RecalculatePrices { task_id }, true).await {
+            tracing::warn!(%task_id, error = %e, "enqueue failed; the sweeper will pick the task up");
+        }
+    }
+    let applied = effect.event_ids.len();
+    Ok(BatchOutcome { applied, duplicates: events.len() - applied })
+}
+
+/// Product ids of the SKUs the events name, as `(sku, id)`.
+async fn resolve_skus(state: &ListenerState, events: &[MarketEvent]) -> Result<Vec<(String, i64)>> {
     let skus: Vec<String> = events
         .iter()
         .flat_map(|e| &e.product_ids)
@@ -40,20 +98,19 @@ pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Resul
             ProductRef::Id(_) => None,
         })
         .collect();
-    let sku_ids = if skus.is_empty() { Vec::new() } else { products::ids_of_skus(&state.db, &skus).await? };
+    if skus.is_empty() {
+        return Ok(Vec::new());
+    }
+    products::ids_of_skus(&state.db, &skus).await
+}
 
-    let mut tx = state.db.begin().await?;
-    let refs: Vec<&MarketEvent> = events.iter().collect();
-    let fresh: HashSet<String> = market_events::claim_for_apply(&mut tx, &refs).await?.into_iter().collect();
-    // In stream order, each fresh event once (a batch may carry the same event twice).
+/// The effect of the events this transaction applies (`fresh`), each once, in stream order. A SKU that
+/// names no product is left out.
+fn effect_of(events: &[MarketEvent], fresh: &HashSet<String>, sku_ids: &[(String, i64)]) -> Effect {
+    let mut effect = Effect::default();
     let mut seen = HashSet::new();
-    let applying: Vec<&MarketEvent> =
-        events.iter().filter(|e| fresh.contains(&e.event_id) && seen.insert(e.event_id.as_str())).collect();
-    let mut signals = Vec::new();
-    let mut scope = ProductScope::default();
-    let mut everything = false;
-    for event in &applying {
-        let ids: Vec<i64> = event
+    for event in events.iter().filter(|e| fresh.contains(&e.event_id) && seen.insert(e.event_id.as_str())) {
+        let product_ids = event
             .product_ids
             .iter()
             .filter_map(|p| match p {
@@ -61,40 +118,19 @@ pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Resul
                 ProductRef::Sku(sku) => sku_ids.iter().find(|(s, _)| s == sku).map(|(_, id)| *id),
             })
             .collect();
-        let event_scope =
-            ProductScope { product_ids: ids, categories: event.category.iter().cloned().collect() };
+        let scope = ProductScope { product_ids, categories: event.category.iter().cloned().collect() };
         if let Some(multiplier) = event.multiplier.filter(|_| event.event_type.is_signal()) {
             let source = event.source.clone().unwrap_or_else(|| event.event_type.as_str().to_string());
-            for id in &event_scope.product_ids {
-                signals.push((product_scope(*id), multiplier, source.clone()));
-            }
-            for category in &event_scope.categories {
-                signals.push((category_scope(category), multiplier, source.clone()));
+            let scopes = scope.product_ids.iter().map(|id| product_scope(*id));
+            for key in scopes.chain(scope.categories.iter().map(|c| category_scope(c))) {
+                effect.signals.push((key, multiplier, source.clone()));
             }
         }
-        everything |= event.event_type == MarketEventType::Recalculate && event_scope.is_all();
-        scope.merge(&event_scope);
+        effect.everything |= event.event_type == MarketEventType::Recalculate && scope.is_all();
+        effect.scope.merge(&scope);
+        effect.event_ids.push(event.event_id.clone());
     }
-    market::set_multipliers(&mut tx, &signals).await?;
-    tx.commit().await?;
-
-    let outcome = BatchOutcome { applied: applying.len(), duplicates: events.len() - applying.len() };
-    if applying.is_empty() {
-        return Ok(outcome);
-    }
-    let applied_ids: Vec<String> = applying.iter().map(|e| e.event_id.clone()).collect();
-    if !signals.is_empty() {
-        forget_states(state, &scope).await;
-    }
-    let scope = if everything { None } else { Some(scope).filter(|s| !s.is_all()) };
-    if everything || scope.is_some() {
-        // The effect has committed: a failure here must not make the batch look unapplied.
-        if let Err(e) = start_recalculation(state, scope.as_ref(), &applied_ids).await {
-            tracing::error!(error = %e, "could not start the recalculation for applied market events");
-        }
-    }
-    tracing::debug!(applied = outcome.applied, duplicates = outcome.duplicates, "market events applied");
-    Ok(outcome)
+    effect
 }
 
 /// Drops the affected pricing states (best effort: the recalculation rewrites them anyway).
@@ -108,19 +144,40 @@ async fn forget_states(state: &ListenerState, scope: &ProductScope) {
     }
 }
 
-/// Records (or merges into a waiting one) the recalculation task and enqueues its job. If the enqueue
-/// fails, the task is still recorded and the worker's sweeper enqueues it.
-async fn start_recalculation(
-    state: &ListenerState,
-    scope: Option<&ProductScope>,
-    event_ids: &[String],
-) -> Result<()> {
-    let (task, created) = tasks::for_events(&state.db, RecalculatePrices::KIND_EVENTS, scope).await?;
-    market_events::set_task(&state.db, event_ids, task.id).await?;
-    if created {
-        if let Err(e) = state.tasks.enqueue(RecalculatePrices { task_id: task.id }, true).await {
-            tracing::warn!(task_id = %task.id, error = %e, "enqueue failed; the sweeper will pick the task up");
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pricing_core::events::MarketEventDraft;
+    use serde_json::json;
+
+    fn event(json: serde_json::Value) -> MarketEvent {
+        serde_json::from_value::<MarketEventDraft>(json).unwrap().validate(MarketEvent::new_id).unwrap()
     }
-    Ok(())
+
+    #[test]
+    fn only_fresh_events_count_each_once_and_the_later_signal_comes_last() {
+        let a = event(
+            json!({ "event_id": "a", "event_type": "competitor_price", "product_ids": [1, "P-7"], "multiplier": 1.1 }),
+        );
+        let b = event(
+            json!({ "event_id": "b", "event_type": "demand_shock", "category": "toys", "product_ids": [1], "multiplier": 1.3 }),
+        );
+        let old = event(json!({ "event_id": "old", "event_type": "recalculate" }));
+        let fresh: HashSet<String> = ["a", "b"].into_iter().map(String::from).collect();
+        let effect = effect_of(&[a.clone(), b, a, old], &fresh, &[("P-7".into(), 7)]);
+        assert_eq!(effect.event_ids, ["a", "b"]);
+        let keys: Vec<&str> = effect.signals.iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(keys, ["product:1", "product:7", "product:1", "category:toys"]);
+        assert_eq!(effect.signals[2].1, Decimal::new(13, 1), "b's signal for product 1 comes after a's");
+        assert_eq!(effect.scope, ProductScope { product_ids: vec![1, 7], categories: vec!["toys".into()] });
+        assert_eq!(effect.recalculation(), Some(Some(&effect.scope)));
+    }
+
+    #[test]
+    fn a_fresh_recalculate_without_scope_means_every_product() {
+        let all = event(json!({ "event_id": "all" }));
+        let effect = effect_of(&[all], &["all".to_string()].into_iter().collect(), &[]);
+        assert_eq!(effect.recalculation(), Some(None));
+        assert!(effect_of(&[], &HashSet::new(), &[]).recalculation().is_none());
+    }
 }

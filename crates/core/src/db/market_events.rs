@@ -167,12 +167,16 @@ pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as("SELECT status, count(*) FROM market_events GROUP BY status").fetch_all(pool).await?)
 }
 
-/// Links applied events to the recalculation their effect started.
-pub async fn set_task(pool: &PgPool, event_ids: &[String], task_id: uuid::Uuid) -> Result<()> {
+/// Inside the applying transaction: links the events to the recalculation their effect started.
+pub async fn set_task(
+    tx: &mut Transaction<'_, Postgres>,
+    event_ids: &[String],
+    task_id: uuid::Uuid,
+) -> Result<()> {
     sqlx::query("UPDATE market_events SET task_id = $2 WHERE event_id = ANY($1)")
         .bind(event_ids)
         .bind(task_id)
-        .execute(pool)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{domain::ProductScope, Error, Result};
@@ -201,9 +201,13 @@ pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Resu
 
 /// A recalculation for market events: merged into one of `kind` still waiting to start (so a burst of
 /// events makes one run, not hundreds), or a new one. `scope` `None` is every product. Returns the task and
-/// whether it is new (a new task needs its job enqueued; a merged one has its job already).
-pub async fn for_events(pool: &PgPool, kind: &str, scope: Option<&ProductScope>) -> Result<(Task, bool)> {
-    let mut tx = pool.begin().await?;
+/// whether it is new (a new task needs its job enqueued; a merged one has its job already). Runs inside the
+/// caller's transaction: the task is recorded with the effect that asked for it, or not at all.
+pub async fn for_events(
+    tx: &mut Transaction<'_, Postgres>,
+    kind: &str,
+    scope: Option<&ProductScope>,
+) -> Result<(Task, bool)> {
     let waiting: Option<Task> = sqlx::query_as(concat!(
         "SELECT ",
         task_columns!(),
@@ -211,7 +215,7 @@ pub async fn for_events(pool: &PgPool, kind: &str, scope: Option<&ProductScope>)
          ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(kind)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let (task, created) = match waiting {
         Some(task) => {
@@ -229,7 +233,7 @@ pub async fn for_events(pool: &PgPool, kind: &str, scope: Option<&ProductScope>)
             ))
             .bind(task.id)
             .bind(merged.map(sqlx::types::Json))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             (task, false)
         }
@@ -240,11 +244,10 @@ pub async fn for_events(pool: &PgPool, kind: &str, scope: Option<&ProductScope>)
             ))
             .bind(kind)
             .bind(scope.map(sqlx::types::Json))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             (task, true)
         }
     };
-    tx.commit().await?;
     Ok((task, created))
 }

@@ -1,0 +1,88 @@
+//! Metrics, the same way in every binary: the `metrics` facade records, and one Prometheus recorder
+//! (`metrics-exporter-prometheus`) installed here renders `/metrics`. Names follow the dashboards of the
+//! service this one replaces; labels are bounded (route templates, job and queue names, outcomes), never
+//! raw paths or ids. Histogram buckets fit a sub-millisecond service: 100 us to 10 s.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Every metric name a binary exports: the dashboard test checks queries against what a scrape shows.
+pub mod names {
+    pub const HTTP_REQUESTS: &str = "http_requests_total";
+    pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+    pub const PRICE_CACHE_REQUESTS: &str = "price_cache_requests_total";
+    pub const PRICE_COMPUTATIONS: &str = "price_computations_total";
+    pub const JOBS: &str = "jobs_total";
+    pub const JOB_DURATION: &str = "job_duration_seconds";
+    pub const JOB_QUEUE_WAIT: &str = "job_queue_wait_seconds";
+    pub const JOB_QUEUE_DEPTH: &str = "job_queue_depth";
+    pub const LOCK_ACQUISITIONS: &str = "lock_acquisitions_total";
+    pub const ORDERS: &str = "orders_total";
+    pub const MARKET_EVENTS: &str = "market_events_total";
+    pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
+    pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
+    pub const REDIS_CONNECTIONS: &str = "redis_connections";
+}
+
+/// Latency buckets in seconds: 100 us .. 10 s.
+const BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process's recorder (once; later calls, as tests make, reuse it) and returns its handle.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+            .expect("valid buckets")
+            .install_recorder()
+            .expect("no other metrics recorder is installed");
+        describe();
+        handle
+    })
+}
+
+/// The text exposition of every metric this process recorded.
+pub fn render() -> String {
+    let handle = install();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Records the PostgreSQL pool's connections (on each scrape: gauges of the moment).
+pub fn record_pool(pool: &sqlx::PgPool) {
+    let idle = pool.num_idle() as f64;
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(idle);
+    metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "in_use").set(pool.size() as f64 - idle);
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(names::HTTP_REQUESTS, "HTTP requests by method, route template and status.");
+    describe_histogram!(
+        names::HTTP_DURATION,
+        Unit::Seconds,
+        "HTTP request latency by method, route and status."
+    );
+    describe_counter!(names::PRICE_CACHE_REQUESTS, "Pricing-state cache reads by result (hit, miss, error).");
+    describe_counter!(names::PRICE_COMPUTATIONS, "Pricing states computed on a cache miss.");
+    describe_counter!(
+        names::JOBS,
+        "Jobs by name and outcome (enqueued, succeeded, failed, retried, skipped)."
+    );
+    describe_histogram!(names::JOB_DURATION, Unit::Seconds, "Time a job's handler ran.");
+    describe_histogram!(
+        names::JOB_QUEUE_WAIT,
+        Unit::Seconds,
+        "Time from enqueue to the start of the handler."
+    );
+    describe_gauge!(names::JOB_QUEUE_DEPTH, "Jobs waiting in a Redis queue.");
+    describe_counter!(names::LOCK_ACQUISITIONS, "Lock attempts by lock and result (acquired, busy).");
+    describe_counter!(names::ORDERS, "Order transitions by the status reached.");
+    describe_counter!(names::MARKET_EVENTS, "Market events by outcome (applied, duplicate, dead_letter).");
+    describe_counter!(names::SPANS_DROPPED, "Trace spans dropped because the export queue was full.");
+    describe_gauge!(names::DB_POOL_CONNECTIONS, "PostgreSQL pool connections by state.");
+    describe_gauge!(names::REDIS_CONNECTIONS, "Multiplexed Redis connections this process holds.");
+}
