@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings up PostgreSQL 15 and Redis on this machine, idempotently. The test command, the local run and .ci/run
+# Brings up PostgreSQL 15 and Redis on this machine (and installs promtool for the metrics tests), idempotently. The test command, the local run and .ci/run
 # all call this, so a fresh machine (PostgreSQL installed but stopped, no Redis) needs no step by hand.
 # Skipped entirely when SKIP_SERVICES=1 (e.g. you point DATABASE_URL/REDIS_URL at servers of your own).
 set -euo pipefail
@@ -41,5 +41,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no --maxclients 10000
   for _ in $(seq 1 60); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.2; done
   redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null || { log "Redis did not come up"; exit 1; }
+fi
+# --- promtool (the metrics tests check every binary's /metrics with it) ------------------------------------------
+if ! command -v promtool >/dev/null 2>&1; then
+  log "installing promtool (Debian package prometheus)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 log "PostgreSQL and Redis are up"

@@ -29,7 +29,6 @@ pub struct ApiContext {
     pub pricing: Arc<PricingService>,
     pub orders: Arc<OrderService>,
     pub admin_token: Arc<str>,
-    pub http_metrics: Arc<crate::metrics::HttpMetrics>,
 }
 
 impl ApiContext {
@@ -51,6 +50,7 @@ impl Application {
     /// Connects to PostgreSQL (creating the database if needed, then migrating) and Redis, and binds the
     /// listening socket (`API_ADDR`; port 0 picks a free one, as the tests do).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        pricing_core::prometheus::install();
         let Backends { db, cache, orders: order_queue, tasks: task_queue } =
             Backends::connect(&settings, 4).await?;
         let admin_token: Arc<str> = match &settings.admin_token {
@@ -75,18 +75,8 @@ impl Application {
             settings.clone(),
         );
         let events = EventStream::new(cache.clone(), settings.market_events_max_len);
-        let context = ApiContext {
-            settings,
-            db,
-            cache,
-            order_queue,
-            task_queue,
-            events,
-            pricing,
-            orders,
-            admin_token,
-            http_metrics: Arc::default(),
-        };
+        let context =
+            ApiContext { settings, db, cache, order_queue, task_queue, events, pricing, orders, admin_token };
         Ok(Self { listener, context })
     }
 

@@ -27,6 +27,8 @@ impl Backends {
         db::migrate(&db).await?;
         let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, cache_connections)?;
         let queue_conn = cache::redis_connection(&settings.redis_url)?;
+        metrics::gauge!(crate::prometheus::names::REDIS_CONNECTIONS)
+            .set((cache_connections.max(1) + 1) as f64);
         let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);
         let tasks = TaskQueue::new(queue_conn, &cache.keys);
         Ok(Self { db, cache, orders, tasks })

@@ -15,6 +15,8 @@ pub struct Settings {
     /// Every Redis key this service writes starts with this prefix (tests use one per test).
     pub redis_key_prefix: String,
     pub api_addr: SocketAddr,
+    /// Where the worker serves `/health` and `/metrics`.
+    pub worker_addr: SocketAddr,
     /// Lifetime of a cached product (`GET /products/{id}/cached`).
     pub cache_ttl: Duration,
     /// Bearer token for catalogue writes; `None` means the api generates one at start and logs it.
@@ -85,6 +87,7 @@ pub const ENV_VARS: &[&str] = &[
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
     "API_ADDR",
+    "WORKER_ADDR",
     "CACHE_TTL",
     "ADMIN_TOKEN",
     "WORKER_CONCURRENCY",
@@ -130,6 +133,7 @@ impl Settings {
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
+            worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
             cache_ttl: Duration::from_secs(parse("CACHE_TTL", 300)?),
             admin_token: env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
             worker_concurrency: parse("WORKER_CONCURRENCY", 64)?,

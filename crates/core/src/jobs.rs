@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{cache::Keys, Error, Result};
+use crate::{cache::Keys, prometheus::names, Error, Result};
 
 /// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
 pub trait Job:
@@ -22,18 +22,80 @@ pub trait Job:
 {
     const QUEUE: &'static str;
     fn idempotency_key(&self) -> String;
+    /// When it was put on the queue (ms since the epoch; 0 if unknown), for the queue-wait metric.
+    fn enqueued_at_ms(&self) -> i64;
+    fn stamp_enqueued(&mut self, at_ms: i64);
+
+    /// How long it waited in the queue until now, if its enqueue time is known.
+    fn queue_wait(&self) -> Option<Duration> {
+        let waited = now_ms() - self.enqueued_at_ms();
+        (self.enqueued_at_ms() > 0 && waited >= 0).then(|| Duration::from_millis(waited as u64))
+    }
+}
+
+/// How one run of a job ended, as `jobs_total{outcome}` counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobOutcome {
+    Succeeded,
+    Failed,
+    /// It will run again (a retry, or a task deferred behind the lock).
+    Retried,
+    /// Nothing to do: a duplicate delivery, or a recalculation skipped because another held the lock.
+    Skipped,
+}
+
+impl JobOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOutcome::Succeeded => "succeeded",
+            JobOutcome::Failed => "failed",
+            JobOutcome::Retried => "retried",
+            JobOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Runs a job's handler and records its metrics: the time it waited in the queue, how long it ran, and
+/// how it ended. The one place the worker's handlers are measured.
+pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: &J, run: F) -> JobOutcome {
+    if let Some(waited) = job.queue_wait() {
+        metrics::histogram!(names::JOB_QUEUE_WAIT, "job" => J::QUEUE).record(waited.as_secs_f64());
+    }
+    let started = std::time::Instant::now();
+    let outcome = run.await;
+    metrics::histogram!(names::JOB_DURATION, "job" => J::QUEUE).record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::JOBS, "job" => J::QUEUE, "outcome" => outcome.as_str()).increment(1);
+    outcome
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Move an order from `pending` through `processing` to `completed` (or `failed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOrder {
     pub order_id: i64,
+    #[serde(default)]
+    pub enqueued_at_ms: i64,
+}
+
+impl ProcessOrder {
+    pub fn new(order_id: i64) -> Self {
+        Self { order_id, enqueued_at_ms: 0 }
+    }
 }
 
 impl Job for ProcessOrder {
     const QUEUE: &'static str = "process_order";
     fn idempotency_key(&self) -> String {
         format!("order:{}", self.order_id)
+    }
+    fn enqueued_at_ms(&self) -> i64 {
+        self.enqueued_at_ms
+    }
+    fn stamp_enqueued(&mut self, at_ms: i64) {
+        self.enqueued_at_ms = at_ms;
     }
 }
 
@@ -42,9 +104,14 @@ impl Job for ProcessOrder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecalculatePrices {
     pub task_id: Uuid,
+    #[serde(default)]
+    pub enqueued_at_ms: i64,
 }
 
 impl RecalculatePrices {
+    pub fn new(task_id: Uuid) -> Self {
+        Self { task_id, enqueued_at_ms: 0 }
+    }
     /// The `kind` of a task asked for by `POST /api/v1/recalculate` (every product; skipped when another
     /// run holds the lock).
     pub const KIND_ALL: &'static str = "recalculate_all_prices";
@@ -56,6 +123,12 @@ impl Job for RecalculatePrices {
     const QUEUE: &'static str = "recalculate_all_prices";
     fn idempotency_key(&self) -> String {
         format!("task:{}", self.task_id)
+    }
+    fn enqueued_at_ms(&self) -> i64 {
+        self.enqueued_at_ms
+    }
+    fn stamp_enqueued(&mut self, at_ms: i64) {
+        self.enqueued_at_ms = at_ms;
     }
 }
 
@@ -111,17 +184,20 @@ impl<J: Job> JobQueue<J> {
     /// idempotency key, so a retried push is dropped. The sweeper's re-pushes carry none, so they are never
     /// mistaken for that first one.
     #[tracing::instrument(skip(self))]
-    pub async fn enqueue(&self, job: J, first: bool) -> Result<()> {
+    pub async fn enqueue(&self, mut job: J, first: bool) -> Result<()> {
+        job.stamp_enqueued(now_ms());
         let key = job.idempotency_key();
         let mut task = TaskBuilder::new(job);
         if first {
             task = task.idempotency_key(key);
         }
         let task = task.build();
-        self.storage.clone().push_task(task).await.map_err(|e| Error::Queue(e.to_string()))
+        self.storage.clone().push_task(task).await.map_err(|e| Error::Queue(e.to_string()))?;
+        metrics::counter!(names::JOBS, "job" => J::QUEUE, "outcome" => "enqueued").increment(1);
+        Ok(())
     }
 
-    /// Jobs waiting: due or scheduled, not yet fetched by a worker.
+    /// Jobs waiting: due or scheduled, not yet fetched by a worker. Also sets `job_queue_depth`.
     pub async fn depth(&self) -> Result<u64> {
         let mut conn = self.conn.clone();
         let (active, scheduled): (u64, u64) = redis::pipe()
@@ -129,6 +205,7 @@ impl<J: Job> JobQueue<J> {
             .zcard(self.config.scheduled_jobs_set())
             .query_async(&mut conn)
             .await?;
+        metrics::gauge!(names::JOB_QUEUE_DEPTH, "queue" => J::QUEUE).set((active + scheduled) as f64);
         Ok(active + scheduled)
     }
 
@@ -147,7 +224,7 @@ impl<J: Job> JobQueue<J> {
             return #ids
             "#,
         );
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = now_ms() / 1000;
         let mut conn = self.conn.clone();
         let mut moved = 0;
         loop {

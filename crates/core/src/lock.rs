@@ -9,7 +9,7 @@ use std::{sync::Arc, time::Duration};
 use redis::{AsyncCommands, Script};
 use tokio_util::sync::CancellationToken;
 
-use crate::{cache::Cache, Result};
+use crate::{cache::Cache, prometheus::names, Result};
 
 const RENEW: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -43,6 +43,10 @@ pub async fn try_acquire_for(
         .conditional_set(redis::ExistenceCheck::NX)
         .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
     let taken: Option<String> = cache.conn().await?.set_options(key, &token, options).await?;
+    // The lock's name without the deployment prefix: a bounded label.
+    let lock = key.rsplit(':').next().unwrap_or(key).to_string();
+    let result = if taken.is_some() { "acquired" } else { "busy" };
+    metrics::counter!(names::LOCK_ACQUISITIONS, "lock" => lock, "result" => result).increment(1);
     Ok(taken.map(|_| Lease { key: key.to_string(), token, ttl }))
 }
 

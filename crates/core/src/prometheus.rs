@@ -23,6 +23,10 @@ pub mod names {
     pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
     pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
     pub const REDIS_CONNECTIONS: &str = "redis_connections";
+    pub const LISTENER_BATCHES: &str = "listener_batches_total";
+    pub const LISTENER_CLAIMED: &str = "listener_claimed_entries_total";
+    pub const LISTENER_RESENT: &str = "listener_resent_events_total";
+    pub const LISTENER_BRIDGED: &str = "listener_bridged_messages_total";
 }
 
 /// Latency buckets in seconds: 100 us .. 10 s.
@@ -40,6 +44,8 @@ pub fn install() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed");
         describe();
+        // Exported from the start, so dashboards and alerts see a 0 rather than no series.
+        metrics::counter!(names::SPANS_DROPPED).absolute(0);
         handle
     })
 }
@@ -85,4 +91,8 @@ fn describe() {
     describe_counter!(names::SPANS_DROPPED, "Trace spans dropped because the export queue was full.");
     describe_gauge!(names::DB_POOL_CONNECTIONS, "PostgreSQL pool connections by state.");
     describe_gauge!(names::REDIS_CONNECTIONS, "Multiplexed Redis connections this process holds.");
+    describe_counter!(names::LISTENER_BATCHES, "Stream batches the listener applied.");
+    describe_counter!(names::LISTENER_CLAIMED, "Stream entries claimed from silent listeners.");
+    describe_counter!(names::LISTENER_RESENT, "Received events appended to the stream again.");
+    describe_counter!(names::LISTENER_BRIDGED, "Channel messages moved into the stream.");
 }

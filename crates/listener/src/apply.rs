@@ -80,7 +80,7 @@ pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Resul
     }
     if let Some(task_id) = new_task {
         // If the enqueue fails, the task is recorded and the worker's sweeper enqueues it.
-        if let Err(e) = state.tasks.enqueue(RecalculatePrices { task_id }, true).await {
+        if let Err(e) = state.tasks.enqueue(RecalculatePrices::new(task_id), true).await {
             tracing::warn!(%task_id, error = %e, "enqueue failed; the sweeper will pick the task up");
         }
     }

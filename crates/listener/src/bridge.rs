@@ -13,7 +13,7 @@ use pricing_core::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::startup::{Counters, ListenerState};
+use crate::startup::{Counted, ListenerState};
 
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(5);
@@ -70,7 +70,7 @@ async fn bridge(state: &ListenerState, payload: &str) -> pricing_core::Result<()
     match event {
         Ok(event) => {
             state.events.append(std::slice::from_ref(&event)).await?;
-            Counters::add(&state.counters.bridged, 1);
+            state.counters.add(Counted::Bridged, 1);
             Ok(())
         }
         Err(reason) => dead_letter(state, payload, &reason).await,
@@ -81,6 +81,6 @@ async fn dead_letter(state: &ListenerState, payload: &str, reason: &str) -> pric
     tracing::warn!(reason, "malformed message on the market events channel; dead-lettered");
     let fields = [("channel_message".to_string(), payload.to_string())].into_iter().collect();
     state.events.dead_letter("channel", &fields, reason).await?;
-    Counters::add(&state.counters.dead_letter, 1);
+    state.counters.add(Counted::DeadLetter, 1);
     Ok(())
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{
     apply,
-    startup::{Counters, ListenerState},
+    startup::{Counted, ListenerState},
 };
 
 /// Failed steps wait 100 ms, 200 ms ... at most 5 s before the next try.
@@ -87,7 +87,7 @@ impl Consumer {
             let claimed = self.claim_idle().await?;
             self.next_claim = Instant::now() + self.state.settings.listener_claim_idle / 2;
             if !claimed.is_empty() {
-                Counters::add(&self.state.counters.claimed, claimed.len());
+                self.state.counters.add(Counted::Claimed, claimed.len());
                 tracing::info!(entries = claimed.len(), "claimed entries a silent listener left pending");
                 return self.handle(claimed).await;
             }
@@ -176,9 +176,9 @@ impl Consumer {
             }
         }
         let outcome = apply::apply_batch(&self.state, &events).await?;
-        Counters::add(&self.state.counters.applied, outcome.applied);
-        Counters::add(&self.state.counters.duplicate, outcome.duplicates);
-        Counters::add(&self.state.counters.batches, 1);
+        self.state.counters.add(Counted::Applied, outcome.applied);
+        self.state.counters.add(Counted::Duplicate, outcome.duplicates);
+        self.state.counters.add(Counted::Batch, 1);
         let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
         let _: u64 = redis::cmd("XACK")
             .arg(&self.stream)
@@ -198,7 +198,7 @@ impl Consumer {
             let kind = fields.get("event_type").map_or("unknown", String::as_str);
             market_events::mark_dead(&self.state.db, &event_id, kind, &payload, reason).await?;
         }
-        Counters::add(&self.state.counters.dead_letter, 1);
+        self.state.counters.add(Counted::DeadLetter, 1);
         Ok(())
     }
 }

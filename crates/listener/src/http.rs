@@ -1,10 +1,10 @@
 //! The listener's own small HTTP server: `/health` (200 while its loops run and its backends answer, 503
-//! naming what fails) and `/metrics` (Prometheus text). The observability work standardises metrics across
-//! the binaries; this stays thin until then.
+//! naming what fails) and `/metrics` (Prometheus text from the recorder every binary installs).
 
-use std::{fmt::Write, sync::atomic::Ordering, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
+use pricing_core::prometheus;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,27 +53,6 @@ async fn health(State(state): State<Arc<ListenerState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<ListenerState>>) -> impl IntoResponse {
-    let c = &state.counters;
-    let mut out = String::new();
-    let _ = writeln!(out, "# HELP market_events_total Market events handled by this listener, by outcome.");
-    let _ = writeln!(out, "# TYPE market_events_total counter");
-    for (outcome, counter) in
-        [("applied", &c.applied), ("duplicate", &c.duplicate), ("dead_letter", &c.dead_letter)]
-    {
-        let _ =
-            writeln!(out, "market_events_total{{outcome=\"{outcome}\"}} {}", counter.load(Ordering::Relaxed));
-    }
-    for (name, help, counter) in [
-        ("listener_batches_total", "Stream batches applied.", &c.batches),
-        ("listener_claimed_entries_total", "Entries claimed from silent listeners.", &c.claimed),
-        ("listener_resent_events_total", "Received events appended to the stream again.", &c.resent),
-        ("listener_bridged_messages_total", "Channel messages moved into the stream.", &c.bridged),
-    ] {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-            counter.load(Ordering::Relaxed)
-        );
-    }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    prometheus::record_pool(&state.db);
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus::render())
 }

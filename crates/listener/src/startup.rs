@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pricing_core::{cache::Cache, events::EventStream, jobs::TaskQueue, Backends, Settings};
+use pricing_core::{
+    cache::Cache, events::EventStream, jobs::TaskQueue, prometheus::names, Backends, Settings,
+};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -28,9 +30,34 @@ pub struct Counters {
     pub bridged: AtomicU64,
 }
 
+/// What the listener counts: in this process's `Counters` (tests read them) and as metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum Counted {
+    Applied,
+    Duplicate,
+    DeadLetter,
+    Batch,
+    Claimed,
+    Resent,
+    Bridged,
+}
+
 impl Counters {
-    pub fn add(counter: &AtomicU64, n: usize) {
+    pub fn add(&self, what: Counted, n: usize) {
+        let (counter, name, outcome) = match what {
+            Counted::Applied => (&self.applied, names::MARKET_EVENTS, Some("applied")),
+            Counted::Duplicate => (&self.duplicate, names::MARKET_EVENTS, Some("duplicate")),
+            Counted::DeadLetter => (&self.dead_letter, names::MARKET_EVENTS, Some("dead_letter")),
+            Counted::Batch => (&self.batches, names::LISTENER_BATCHES, None),
+            Counted::Claimed => (&self.claimed, names::LISTENER_CLAIMED, None),
+            Counted::Resent => (&self.resent, names::LISTENER_RESENT, None),
+            Counted::Bridged => (&self.bridged, names::LISTENER_BRIDGED, None),
+        };
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        match outcome {
+            Some(outcome) => metrics::counter!(name, "outcome" => outcome).increment(n as u64),
+            None => metrics::counter!(name).increment(n as u64),
+        }
     }
 }
 
@@ -65,6 +92,7 @@ impl Listener {
     /// Connects (PostgreSQL is migrated; Redis is connected lazily, so the listener starts, and reports
     /// itself unhealthy, while Redis is down) and binds `LISTENER_ADDR` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        pricing_core::prometheus::install();
         let Backends { db, cache, tasks, .. } = Backends::connect(&settings, 2).await?;
         let http = TcpListener::bind(settings.listener_addr).await?;
         let events = EventStream::new(cache.clone(), settings.market_events_max_len);
@@ -131,7 +159,7 @@ async fn resend_lost(state: Arc<ListenerState>, shutdown: CancellationToken) {
         match result {
             Ok(0) => {}
             Ok(n) => {
-                Counters::add(&state.counters.resent, n);
+                state.counters.add(Counted::Resent, n);
                 tracing::info!(events = n, "appended received events again");
             }
             Err(e) => tracing::warn!(error = %e, "resend sweep failed; retrying next period"),

@@ -8,7 +8,10 @@ use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
     cache::{Cache, ProductChange},
-    db, retry, Settings,
+    db,
+    domain::OrderStatus,
+    orders::count_order,
+    retry, Settings,
 };
 use rand::Rng;
 use sqlx::PgPool;
@@ -68,6 +71,7 @@ impl OrderProcessor {
                 Ok(()) => {
                     return Ok(if db::orders::complete(&self.db, order_id, attempts).await? {
                         tracing::info!(order_id, attempts, "order completed");
+                        count_order(OrderStatus::Completed);
                         Outcome::Completed
                     } else {
                         Outcome::Superseded
@@ -94,6 +98,7 @@ impl OrderProcessor {
         match db::orders::fail(&self.db, order_id, attempts, &reason).await? {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
+                count_order(OrderStatus::Failed);
                 self.cache.products_changed(&products, &ProductChange::new(&self.settings, false)).await;
                 Ok(Outcome::Failed(reason))
             }

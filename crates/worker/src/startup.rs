@@ -7,13 +7,17 @@ use std::{future::Future, sync::Arc, time::Duration};
 use apalis::prelude::*;
 use pricing_core::{
     cache::Cache,
-    jobs::{OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
+    jobs::{self, JobOutcome, OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
     Backends, Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::{orders::OrderProcessor, recalculate::Recalculator, sweeper::Sweeper};
+use crate::{
+    orders::{OrderProcessor, Outcome},
+    recalculate::{RecalcOutcome, Recalculator},
+    sweeper::Sweeper,
+};
 
 /// How often an idle worker asks Redis for work (without it apalis waits for its heartbeat).
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -22,6 +26,7 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const RECALC_CONCURRENCY: usize = 2;
 
 pub struct Worker {
+    http: tokio::net::TcpListener,
     settings: Arc<Settings>,
     db: PgPool,
     cache: Cache,
@@ -31,8 +36,15 @@ pub struct Worker {
 
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        pricing_core::prometheus::install();
         let Backends { db, cache, orders, tasks } = Backends::connect(&settings, 2).await?;
-        Ok(Self { settings: Arc::new(settings), db, cache, orders, tasks })
+        let http = tokio::net::TcpListener::bind(settings.worker_addr).await?;
+        Ok(Self { http, settings: Arc::new(settings), db, cache, orders, tasks })
+    }
+
+    /// The port `/health` and `/metrics` are served on (`WORKER_ADDR`; port 0 picks a free one).
+    pub fn port(&self) -> u16 {
+        self.http.local_addr().map(|a| a.port()).unwrap_or_default()
     }
 
     pub fn processor(&self) -> OrderProcessor {
@@ -70,9 +82,10 @@ impl Worker {
             }
         }
         let sweeper = tokio::spawn(self.sweeper().run(shutdown.clone()));
+        let http_addr = self.http.local_addr()?;
         let processor = Arc::new(self.processor());
         let concurrency = self.settings.worker_concurrency.max(1);
-        tracing::info!(concurrency, "pricing-worker started");
+        tracing::info!(concurrency, %http_addr, "pricing-worker started");
 
         let orders = supervise("orders", shutdown.clone(), {
             let (queue, shutdown) = (self.orders.clone(), shutdown.clone());
@@ -92,12 +105,13 @@ impl Worker {
                     .backend(queue.storage_with_batch(RECALC_CONCURRENCY).poll_with_interval(POLL_INTERVAL))
                     .data(recalculator.clone())
                     .concurrency(RECALC_CONCURRENCY)
-                    .build(recalculate_all_prices)
+                    .build(recalculate_prices)
                     .run_until(stopped(shutdown.clone()))
             }
         });
+        let http = tokio::spawn(crate::http::serve(self.http, self.db, self.cache, shutdown.clone()));
         tokio::join!(orders, recalculations);
-        let _ = sweeper.await;
+        let _ = tokio::join!(sweeper, http);
         tracing::info!("pricing-worker stopped");
         Ok(())
     }
@@ -132,14 +146,36 @@ where
 }
 
 async fn process_order(job: ProcessOrder, processor: Data<Arc<OrderProcessor>>) -> Result<(), BoxDynError> {
-    processor.handle(job.order_id).await;
+    jobs::measured(&job, async {
+        match processor.handle(job.order_id).await {
+            Some(Outcome::Completed) => JobOutcome::Succeeded,
+            Some(Outcome::Failed(_)) => JobOutcome::Failed,
+            Some(Outcome::Skipped | Outcome::Superseded) => JobOutcome::Skipped,
+            // Left where PostgreSQL has it: the sweeper enqueues it again.
+            None => JobOutcome::Retried,
+        }
+    })
+    .await;
     Ok(())
 }
 
-async fn recalculate_all_prices(
+async fn recalculate_prices(
     job: RecalculatePrices,
     recalculator: Data<Arc<Recalculator>>,
 ) -> Result<(), BoxDynError> {
-    recalculator.run(job.task_id).await?;
-    Ok(())
+    let mut error = None;
+    jobs::measured(&job, async {
+        match recalculator.run(job.task_id).await {
+            Ok(RecalcOutcome::Succeeded { .. }) => JobOutcome::Succeeded,
+            Ok(RecalcOutcome::Failed(_)) => JobOutcome::Failed,
+            Ok(RecalcOutcome::Skipped | RecalcOutcome::Duplicate) => JobOutcome::Skipped,
+            Ok(RecalcOutcome::Deferred) => JobOutcome::Retried,
+            Err(e) => {
+                error = Some(e);
+                JobOutcome::Failed
+            }
+        }
+    })
+    .await;
+    error.map_or(Ok(()), |e| Err(e.into()))
 }

@@ -58,12 +58,12 @@ impl Sweeper {
         if room > 0 {
             let ids = db::orders::take_stale(&self.db, stale_after, room as i64).await?;
             for id in &ids {
-                self.orders.enqueue(ProcessOrder { order_id: *id }, false).await?;
+                self.orders.enqueue(ProcessOrder::new(*id), false).await?;
             }
             requeued += ids.len();
         }
         for task_id in db::tasks::take_stale(&self.db, stale_after, 100).await? {
-            self.tasks.enqueue(RecalculatePrices { task_id }, false).await?;
+            self.tasks.enqueue(RecalculatePrices::new(task_id), false).await?;
             requeued += 1;
         }
         if requeued > 0 {

@@ -25,7 +25,7 @@ pub fn router() -> Router<ApiContext> {
 /// recorded, and the worker's sweeper enqueues it again.
 async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl IntoResponse> {
     let task = tasks::create(&ctx.db, RecalculatePrices::KIND_ALL, None, false).await?;
-    if let Err(e) = ctx.task_queue.enqueue(RecalculatePrices { task_id: task.id }, true).await {
+    if let Err(e) = ctx.task_queue.enqueue(RecalculatePrices::new(task.id), true).await {
         tracing::warn!(task_id = %task.id, error = %e, "enqueue failed; the sweeper will pick the task up");
     }
     tracing::info!(task_id = %task.id, "price recalculation queued");

@@ -22,6 +22,8 @@ pub struct TestApp {
     pub settings: Settings,
     shutdown: CancellationToken,
     worker: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// Where the running worker serves `/health` and `/metrics`.
+    pub worker_port: Option<u16>,
     listeners: Vec<RunningListener>,
 }
 
@@ -93,6 +95,7 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
         settings,
         shutdown,
         worker: None,
+        worker_port: None,
         listeners: Vec::new(),
     }
 }
@@ -143,8 +146,10 @@ impl TestApp {
     pub async fn start_worker_with(&mut self, configure: impl FnOnce(&mut Settings)) {
         assert!(self.worker.is_none(), "worker already running");
         let mut settings = self.settings.clone();
+        settings.worker_addr = "127.0.0.1:0".parse().unwrap();
         configure(&mut settings);
         let worker = pricing_worker::Worker::build(settings).await.expect("build worker");
+        self.worker_port = Some(worker.port());
         let token = CancellationToken::new();
         let handle = tokio::spawn({
             let token = token.clone();

@@ -4,6 +4,7 @@
 mod health;
 mod helpers;
 mod market_events;
+mod observability;
 mod orders;
 mod pricing;
 mod processing;

@@ -358,11 +358,12 @@ async fn the_listener_reports_its_health_and_counts_in_metrics() {
     let event_id = published["event_id"].as_str().unwrap().to_string();
     wait_until(EVENTUALLY, "applied", || async { status_of(&app, &event_id).await["status"] == "applied" })
         .await;
-    wait_until(EVENTUALLY, "the metrics count it", || async {
-        let metrics = app.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        metrics.contains("market_events_total{outcome=\"applied\"} 1")
+    wait_until(EVENTUALLY, "the listener counts it", || async {
+        app.listener(i).state.counters.applied.load(std::sync::atomic::Ordering::SeqCst) == 1
     })
     .await;
+    let metrics = app.client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("market_events_total{outcome=\"applied\"}"), "{metrics}");
     let listed = body(app.get("/api/v1/market-events?status=applied").await).await;
     assert_eq!(listed["total"], 1);
     assert_eq!(listed["items"][0]["event_id"], json!(event_id));

@@ -18,6 +18,7 @@ use crate::{
     domain::{Order, OrderStatus, Product},
     jobs::{OrderQueue, ProcessOrder},
     pricing::{PricingService, Shopper},
+    prometheus::names,
     Error, Result, Settings,
 };
 
@@ -48,6 +49,7 @@ impl OrderService {
         let this = Arc::clone(self);
         let order = detached(async move { this.sell(request, wanted, shopper).await }).await?;
         tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
+        count_order(OrderStatus::Pending);
         Ok(order)
     }
 
@@ -69,7 +71,7 @@ impl OrderService {
         tx.commit().await?;
 
         self.products_changed(&sale.products, true).await;
-        if let Err(e) = self.queue.enqueue(ProcessOrder { order_id: sale.order_id }, true).await {
+        if let Err(e) = self.queue.enqueue(ProcessOrder::new(sale.order_id), true).await {
             tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
         }
         Ok(Order {
@@ -97,12 +99,19 @@ impl OrderService {
         })
         .await?;
         tracing::info!(order_id, "order cancelled");
+        count_order(OrderStatus::Cancelled);
         Ok(order)
     }
 
     async fn products_changed(&self, products: &[Product], sold: bool) {
         self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
     }
+}
+
+/// Counts an order reaching `status` (`orders_total`): placed (`pending`), cancelled, and, in the worker,
+/// completed or failed.
+pub fn count_order(status: OrderStatus) {
+    metrics::counter!(names::ORDERS, "status" => status.as_str()).increment(1);
 }
 
 /// Runs `work` in its own task and waits for it.

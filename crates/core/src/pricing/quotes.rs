@@ -113,7 +113,7 @@ impl PricingService {
         };
         let (pricing, source) = match self.read_and_store_quote(&header).await {
             Some(pricing) => {
-                self.cache.count_lookup(true);
+                self.record_lookup(true);
                 (pricing, PriceSource::Cache)
             }
             None => {

@@ -27,6 +27,7 @@ use crate::{
     cache::{demand, Cache, Lookup},
     db::{market, products},
     domain::{Product, ProductRef},
+    prometheus::names,
     Error, Result, Settings,
 };
 
@@ -143,9 +144,10 @@ impl PricingService {
         let key = self.cache.keys.price(product_id);
         let lookup = self.cache.lookup::<ProductPricing>(&key).await.unwrap_or_else(|e| {
             tracing::warn!(product_id, error = %e, "price cache unavailable; computing");
+            record_lookup(LookupResult::Error);
             Lookup::Missing
         });
-        self.cache.count_lookup(matches!(lookup, Lookup::Hit(_)));
+        self.record_lookup(matches!(lookup, Lookup::Hit(_)));
         self.pricing_after(product_id, lookup).await
     }
 
@@ -201,6 +203,7 @@ impl PricingService {
     /// Computes one product's pricing state and stores it, unless a newer version is already there.
     pub async fn compute_and_store(&self, product_id: i64) -> Result<ProductPricing> {
         self.computations.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::PRICE_COMPUTATIONS).increment(1);
         let product = products::get(&self.db, product_id).await?;
         let pricing = self.compute_states(vec![product]).await?.remove(0);
         let ttl = Cache::jittered(self.settings.price_cache_ttl);
@@ -230,6 +233,13 @@ impl PricingService {
                 model::product_pricing(&inputs, &self.config, now)
             })
             .collect())
+    }
+
+    /// Counts a pricing-state read: this process's cache statistics and the `price_cache_requests_total`
+    /// metric.
+    pub(super) fn record_lookup(&self, hit: bool) {
+        self.cache.count_lookup(hit);
+        record_lookup(if hit { LookupResult::Hit } else { LookupResult::Miss });
     }
 
     /// Orders in the demand window for each product; zeros when the counters cannot be read.
@@ -279,7 +289,7 @@ impl PricingService {
                 Ok(Lookup::Hit(pricing)) => Some(pricing),
                 _ => None,
             };
-            self.cache.count_lookup(hit.is_some());
+            self.record_lookup(hit.is_some());
             states.push(hit);
         }
         let missing: Vec<Product> =
@@ -299,4 +309,20 @@ impl PricingService {
             })
             .collect())
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LookupResult {
+    Hit,
+    Miss,
+    Error,
+}
+
+fn record_lookup(result: LookupResult) {
+    let result = match result {
+        LookupResult::Hit => "hit",
+        LookupResult::Miss => "miss",
+        LookupResult::Error => "error",
+    };
+    metrics::counter!(names::PRICE_CACHE_REQUESTS, "result" => result).increment(1);
 }

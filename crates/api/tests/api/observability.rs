@@ -1,0 +1,121 @@
+//! Metrics from every binary: each serves Prometheus text that `promtool check metrics` accepts, with the
+//! names the dashboards use, and each counter moves when its action happens. (The recorder is one per
+//! process, shared by the tests running in it: checks compare a counter before and after, never exactly.)
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, wait_until, TestApp};
+
+/// The sum of every sample of `name` whose labels contain each of `labels` (`key="value"`).
+fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(app: &TestApp, url: &str) -> String {
+    let res = app.client.get(url).send().await.expect("scrape");
+    assert_eq!(res.status(), 200, "{url}");
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    res.text().await.unwrap()
+}
+
+/// `promtool check metrics` accepts the exposition (it reads it on stdin).
+fn promtool_accepts(what: &str, text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (scripts/services.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "promtool rejects the {what} metrics: {report}");
+    // Lint remarks are allowed only for what promtool cannot know is fine; there should be none.
+    assert!(report.trim().is_empty(), "promtool remarks on the {what} metrics: {report}");
+}
+
+#[tokio::test]
+async fn every_binary_serves_valid_metrics_and_each_counter_moves_with_its_action() {
+    let mut app = spawn_app().await;
+    app.start_worker().await;
+    let listener = app.start_listener().await;
+    let api_url = app.url("/metrics");
+    let worker_url = format!("http://127.0.0.1:{}/metrics", app.worker_port.unwrap());
+    let listener_url = format!("http://127.0.0.1:{}/metrics", app.listener(listener).port);
+    let before = scrape(&app, &api_url).await;
+
+    // Actions: a product, two quotes (a miss, then a hit), an order the worker completes, an event.
+    let product = app.create_product("Metered", 10.0, 100).await;
+    let id = product["id"].as_i64().unwrap();
+    for _ in 0..2 {
+        assert_eq!(app.post("/api/v1/price", &json!({ "product_id": id })).await.status(), 200);
+    }
+    let order: serde_json::Value = app.order(id, 1).await.json().await.unwrap();
+    let order_id = order["id"].as_i64().unwrap();
+    wait_until(Duration::from_secs(15), "the order completed", || async {
+        app.order_status(order_id).await == "completed"
+    })
+    .await;
+    let event = json!({ "event_type": "demand_shock", "product_ids": [id], "multiplier": 1.1 });
+    let published: serde_json::Value =
+        app.admin(Method::POST, "/api/v1/publish-market-event", Some(&event)).await.json().await.unwrap();
+    let event_id = published["event_id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(15), "the event applied", || async {
+        let record: serde_json::Value =
+            app.get(&format!("/api/v1/market-events/{event_id}")).await.json().await.unwrap();
+        record["status"] == "applied"
+    })
+    .await;
+    wait_until(Duration::from_secs(15), "the listener counted it", || async {
+        app.listener(listener).state.counters.applied.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    let api = scrape(&app, &api_url).await;
+    let worker = scrape(&app, &worker_url).await;
+    let listener_text = scrape(&app, &listener_url).await;
+    for (what, text) in [("api", &api), ("worker", &worker), ("listener", &listener_text)] {
+        promtool_accepts(what, text);
+    }
+    let moved = |name: &str, labels: &[&str]| value(&api, name, labels) - value(&before, name, labels);
+    let route = ["endpoint=\"/api/v1/price\"", "method=\"POST\"", "status=\"200\""];
+    assert!(moved("http_requests_total", &route) >= 2.0, "{api}");
+    assert!(moved("http_request_duration_seconds_count", &route) >= 2.0);
+    assert!(moved("price_cache_requests_total", &["result=\"miss\""]) >= 1.0);
+    assert!(moved("price_cache_requests_total", &["result=\"hit\""]) >= 1.0);
+    assert!(moved("price_computations_total", &[]) >= 1.0);
+    assert!(moved("orders_total", &["status=\"pending\""]) >= 1.0);
+    assert!(moved("jobs_total", &["job=\"process_order\"", "outcome=\"enqueued\""]) >= 1.0);
+    // One recorder per process: the worker's and the listener's counters are in the same registry here,
+    // and in production each binary's /metrics shows its own.
+    assert!(value(&worker, "jobs_total", &["job=\"process_order\"", "outcome=\"succeeded\""]) >= 1.0);
+    assert!(value(&worker, "job_queue_wait_seconds_count", &["job=\"process_order\""]) >= 1.0);
+    assert!(value(&worker, "job_duration_seconds_count", &["job=\"process_order\""]) >= 1.0);
+    assert!(value(&worker, "orders_total", &["status=\"completed\""]) >= 1.0);
+    assert!(value(&listener_text, "market_events_total", &["outcome=\"applied\""]) >= 1.0);
+    for name in ["job_queue_depth", "db_pool_connections", "redis_connections", "otel_spans_dropped_total"] {
+        assert!(listener_text.lines().any(|l| l.starts_with(name)), "{name} missing: {listener_text}");
+    }
+    // Bounded labels: route templates, never raw ids.
+    assert!(!api.contains(&format!("/api/v1/products/{id}\"")), "a raw path became a label");
+}
+
+#[tokio::test]
+async fn the_worker_reports_its_health() {
+    let mut app = spawn_app().await;
+    app.start_worker().await;
+    let url = format!("http://127.0.0.1:{}/health", app.worker_port.unwrap());
+    let res = app.client.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "healthy");
+}
