@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod metrics;
+pub mod request_trace;
 pub mod routes;
 pub mod startup;
 

@@ -233,6 +233,7 @@ impl EventStream {
     }
 
     /// `XADD` (bounded with `MAXLEN ~`) and `PUBLISH` of each event, in one pipeline.
+    #[tracing::instrument(name = "stream append", skip_all, fields(db.system = "redis", events = events.len()))]
     pub async fn append(&self, events: &[MarketEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -264,6 +265,7 @@ impl EventStream {
     }
 
     /// Copies an entry that could not be understood to `{prefix}:market_events:dead`, with the reason.
+    #[tracing::instrument(name = "dead letter", skip_all, fields(db.system = "redis", entry = entry_id))]
     pub async fn dead_letter(
         &self,
         entry_id: &str,

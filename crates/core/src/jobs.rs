@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{cache::Keys, prometheus::names, Error, Result};
+use crate::{cache::Keys, prometheus::names, telemetry, Error, Result};
 
 /// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
 pub trait Job:
@@ -22,9 +22,12 @@ pub trait Job:
 {
     const QUEUE: &'static str;
     fn idempotency_key(&self) -> String;
-    /// When it was put on the queue (ms since the epoch; 0 if unknown), for the queue-wait metric.
+    /// When it was put on the queue (ms since the epoch; 0 if unknown), for the queue-wait metric, and the
+    /// trace it continues.
     fn enqueued_at_ms(&self) -> i64;
-    fn stamp_enqueued(&mut self, at_ms: i64);
+    fn traceparent(&self) -> Option<&str>;
+    /// Stamps the enqueue time and the current trace context (`JobQueue::enqueue` does, for every job).
+    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>);
 
     /// How long it waited in the queue until now, if its enqueue time is known.
     fn queue_wait(&self) -> Option<Duration> {
@@ -57,12 +60,26 @@ impl JobOutcome {
 
 /// Runs a job's handler and records its metrics: the time it waited in the queue, how long it ran, and
 /// how it ended. The one place the worker's handlers are measured.
+/// The run is a span (`job {queue}`) in the trace that enqueued the job, carrying how long it waited.
 pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: &J, run: F) -> JobOutcome {
-    if let Some(waited) = job.queue_wait() {
+    use tracing::Instrument;
+    let waited = job.queue_wait();
+    let span = tracing::info_span!(
+        "job",
+        otel.name = %format!("job {}", J::QUEUE),
+        otel.kind = "consumer",
+        messaging.system = "redis",
+        messaging.destination.name = J::QUEUE,
+        queue.wait_ms = waited.map_or(-1, |w| w.as_millis() as i64),
+        job.outcome = tracing::field::Empty,
+    );
+    telemetry::parent_from(&span, job.traceparent());
+    if let Some(waited) = waited {
         metrics::histogram!(names::JOB_QUEUE_WAIT, "job" => J::QUEUE).record(waited.as_secs_f64());
     }
     let started = std::time::Instant::now();
-    let outcome = run.await;
+    let outcome = run.instrument(span.clone()).await;
+    span.record("job.outcome", outcome.as_str());
     metrics::histogram!(names::JOB_DURATION, "job" => J::QUEUE).record(started.elapsed().as_secs_f64());
     metrics::counter!(names::JOBS, "job" => J::QUEUE, "outcome" => outcome.as_str()).increment(1);
     outcome
@@ -73,16 +90,18 @@ fn now_ms() -> i64 {
 }
 
 /// Move an order from `pending` through `processing` to `completed` (or `failed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOrder {
     pub order_id: i64,
     #[serde(default)]
     pub enqueued_at_ms: i64,
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl ProcessOrder {
     pub fn new(order_id: i64) -> Self {
-        Self { order_id, enqueued_at_ms: 0 }
+        Self { order_id, enqueued_at_ms: 0, traceparent: None }
     }
 }
 
@@ -94,23 +113,29 @@ impl Job for ProcessOrder {
     fn enqueued_at_ms(&self) -> i64 {
         self.enqueued_at_ms
     }
-    fn stamp_enqueued(&mut self, at_ms: i64) {
+    fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>) {
         self.enqueued_at_ms = at_ms;
+        self.traceparent = traceparent;
     }
 }
 
 /// Recompute and cache the pricing states of a task's products (all of them, or its scope), in batches,
 /// under the global recalculation lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecalculatePrices {
     pub task_id: Uuid,
     #[serde(default)]
     pub enqueued_at_ms: i64,
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 impl RecalculatePrices {
     pub fn new(task_id: Uuid) -> Self {
-        Self { task_id, enqueued_at_ms: 0 }
+        Self { task_id, enqueued_at_ms: 0, traceparent: None }
     }
     /// The `kind` of a task asked for by `POST /api/v1/recalculate` (every product; skipped when another
     /// run holds the lock).
@@ -127,8 +152,12 @@ impl Job for RecalculatePrices {
     fn enqueued_at_ms(&self) -> i64 {
         self.enqueued_at_ms
     }
-    fn stamp_enqueued(&mut self, at_ms: i64) {
+    fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>) {
         self.enqueued_at_ms = at_ms;
+        self.traceparent = traceparent;
     }
 }
 
@@ -185,7 +214,7 @@ impl<J: Job> JobQueue<J> {
     /// mistaken for that first one.
     #[tracing::instrument(skip(self))]
     pub async fn enqueue(&self, mut job: J, first: bool) -> Result<()> {
-        job.stamp_enqueued(now_ms());
+        job.stamp_enqueued(now_ms(), telemetry::current_traceparent());
         let key = job.idempotency_key();
         let mut task = TaskBuilder::new(job);
         if first {

@@ -32,6 +32,7 @@ pub async fn try_acquire(cache: &Cache, key: &str, ttl: Duration) -> Result<Opti
 }
 
 /// The same, naming what the lock is taken for (`holder` tells it to others); the token stays unique.
+#[tracing::instrument(name = "lock acquire", skip(cache, ttl), fields(db.system = "redis"))]
 pub async fn try_acquire_for(
     cache: &Cache,
     key: &str,

@@ -1,27 +1,152 @@
-//! Process set-up shared by every binary: logging with `RUST_LOG`-style filtering, human-readable or JSON
-//! lines. `init` returns a guard the binary holds until it exits, so whatever telemetry needs flushing at
-//! exit (the exporters the observability work adds) is flushed in one place.
+//! Process set-up shared by every binary: logs (`RUST_LOG`-style filtering, text or JSON lines) and traces.
+//!
+//! Traces are OpenTelemetry, exported over OTLP and configured only by the standard variables
+//! (`OTEL_VARS`): with no `OTEL_EXPORTER_OTLP_ENDPOINT` nothing is exported and nothing is set up. With one,
+//! spans go through the SDK's batch processor: a bounded queue, sent in the background, dropped (never
+//! waited for) when full, so a slow or absent collector never slows a request. `init` returns a guard the
+//! binary holds until it exits; dropping it flushes what is queued.
+//!
+//! Context crosses processes as W3C `traceparent`: read from HTTP headers, written into every job payload
+//! and event message (`current_traceparent`), and restored by the worker and the listener
+//! (`parent_from`), so one request is one trace.
 
-use tracing_subscriber::{fmt, EnvFilter};
+use std::collections::HashMap;
 
-/// Held by `main` until the process ends.
+use opentelemetry::{
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+    Context,
+};
+use opentelemetry_sdk::{propagation::TraceContextPropagator, trace::SdkTracerProvider, Resource};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+
+/// The standard OpenTelemetry variables the binaries honour (read by the SDK itself).
+pub const OTEL_VARS: &[&str] = &[
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_SERVICE_NAME",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_RESOURCE_ATTRIBUTES",
+];
+
+/// What is exported as spans: everything at info, this service's own crates at debug.
+const SPAN_FILTER: &str =
+    "info,pricing_core=debug,pricing_api=debug,pricing_worker=debug,pricing_listener=debug";
+
+/// Held by `main` until the process ends; dropping it flushes the spans still queued.
 #[must_use = "hold the guard until the process exits"]
 pub struct TelemetryGuard {
-    service_name: &'static str,
+    provider: Option<SdkTracerProvider>,
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
-        tracing::debug!(service = self.service_name, "telemetry shut down");
+        if let Some(provider) = self.provider.take() {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("could not flush the queued trace spans: {e}");
+            }
+        }
     }
 }
 
-/// Sets up logging for `service_name` (e.g. `pricing-api`). Safe to call more than once (tests do): only
-/// the first call installs the subscriber.
+/// Sets up logs and, when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, trace export for `service_name` (the
+/// default of `OTEL_SERVICE_NAME`). Only the first call in a process installs anything (tests call it
+/// many times).
 pub fn init(service_name: &'static str, filter: &str, format: &str) -> TelemetryGuard {
+    let provider = tracer_provider(service_name);
+    // Spans go to the exporter at debug level for this service's crates (the Redis and queue spans), while
+    // logs keep `RUST_LOG`; with export off those debug spans are never even created.
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service_name))
+            .with_filter(EnvFilter::new(SPAN_FILTER))
+    });
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_target(true);
-    let _ = if format == "json" { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
-    tracing::debug!(service = service_name, version = env!("CARGO_PKG_VERSION"), "telemetry ready");
-    TelemetryGuard { service_name }
+    let logs = if format == "json" {
+        fmt::layer().json().flatten_event(true).with_current_span(true).with_filter(filter).boxed()
+    } else {
+        fmt::layer().with_target(true).with_filter(filter).boxed()
+    };
+    let installed = tracing_subscriber::registry().with(logs).with(otel).try_init().is_ok();
+    if installed {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        tracing::debug!(service = service_name, export = provider.is_some(), "telemetry ready");
+    }
+    TelemetryGuard { provider: provider.filter(|_| installed) }
+}
+
+fn tracer_provider(service_name: &'static str) -> Option<SdkTracerProvider> {
+    std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty())?;
+    let grpc = std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL").is_ok_and(|p| p.trim() == "grpc");
+    let exporter = if grpc {
+        opentelemetry_otlp::SpanExporter::builder().with_tonic().build()
+    } else {
+        opentelemetry_otlp::SpanExporter::builder().with_http().build()
+    };
+    let exporter = match exporter {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            eprintln!("trace export is off: the OTLP exporter could not be built: {e}");
+            return None;
+        }
+    };
+    let mut resource = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() {
+        resource = resource.with_service_name(service_name);
+    }
+    // The sampler comes from OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG (the SDK's default config).
+    Some(SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build())
+}
+
+/// The W3C `traceparent` of the current span, to carry in a job payload or an event message.
+pub fn current_traceparent() -> Option<String> {
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new()
+        .inject_context(&tracing::Span::current().context(), &mut Carrier(&mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Makes `span` a child of the remote context in `traceparent` (when it is a valid one).
+pub fn parent_from(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(traceparent) = traceparent else { return };
+    let context = context_from(traceparent);
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// The remote context a `traceparent` names (an empty one if it names none).
+pub fn context_from(traceparent: &str) -> Context {
+    let mut carrier = HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    TraceContextPropagator::new().extract(&Carrier(&mut carrier))
+}
+
+/// The trace id of `span`, as logs and responses show it (empty when tracing is off).
+pub fn trace_id_of(span: &tracing::Span) -> String {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span_context.trace_id().to_string()
+    } else {
+        String::new()
+    }
+}
+
+struct Carrier<'a>(&'a mut HashMap<String, String>);
+
+impl Injector for Carrier<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key.to_string(), value);
+    }
+}
+
+impl Extractor for Carrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(String::as_str).collect()
+    }
 }

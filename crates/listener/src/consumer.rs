@@ -7,11 +7,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use opentelemetry::trace::TraceContextExt;
 use pricing_core::{
     cache::redis_connection_with_timeout,
     db::market_events,
     events::{MarketEvent, MarketEventDraft, CONSUMER_GROUP},
-    retry, Result,
+    retry, telemetry, Result,
 };
 use redis::{
     aio::ConnectionManager,
@@ -19,6 +20,8 @@ use redis::{
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     apply,
@@ -175,7 +178,8 @@ impl Consumer {
                 Entry::Malformed { event_id, reason } => self.dead_letter(entry, event_id, &reason).await?,
             }
         }
-        let outcome = apply::apply_batch(&self.state, &events).await?;
+        let span = batch_span(&events);
+        let outcome = apply::apply_batch(&self.state, &events).instrument(span).await?;
         self.state.counters.add(Counted::Applied, outcome.applied);
         self.state.counters.add(Counted::Duplicate, outcome.duplicates);
         self.state.counters.add(Counted::Batch, 1);
@@ -202,6 +206,29 @@ impl Consumer {
         Ok(())
     }
 }
+
+/// The span of one applied batch: a child of its first event's trace (the publisher's request), linked to
+/// the traces of the others, so a published event's timeline runs from the request through the listener
+/// to the recalculation it started.
+fn batch_span(events: &[MarketEvent]) -> tracing::Span {
+    let span = tracing::info_span!(
+        "market_events.apply",
+        otel.name = "market_events apply",
+        otel.kind = "consumer",
+        messaging.system = "redis",
+        messaging.batch.message_count = events.len(),
+    );
+    let mut parents = events.iter().filter_map(|e| e.traceparent.as_deref());
+    telemetry::parent_from(&span, parents.next());
+    for other in parents.take(MAX_LINKS) {
+        let context = telemetry::context_from(other);
+        span.add_link(context.span().span_context().clone());
+    }
+    span
+}
+
+/// Links one batch span carries at most.
+const MAX_LINKS: usize = 32;
 
 fn fields_of(entry: &StreamId) -> HashMap<String, String> {
     entry.map.keys().filter_map(|k| entry.get::<String>(k).map(|v| (k.clone(), v))).collect()

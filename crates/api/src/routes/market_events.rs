@@ -14,6 +14,7 @@ use pricing_core::{
     db::market_events::{self, MarketEventRecord, STATUSES},
     domain::Page,
     events::{MarketEvent, MarketEventDraft},
+    telemetry,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -57,7 +58,9 @@ async fn publish(
 ) -> ApiResult<impl IntoResponse> {
     let mut draft = draft_from(&body)?;
     if draft.traceparent.is_none() {
-        draft.traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string);
+        // The request's own span (a child of the caller's): the listener's work continues this trace.
+        draft.traceparent = telemetry::current_traceparent()
+            .or_else(|| headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string));
     }
     let event = draft.validate(MarketEvent::new_id).map_err(|e| ApiError::Validation(e.to_string()))?;
     if market_events::record(&ctx.db, &event).await? {

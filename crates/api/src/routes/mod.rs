@@ -9,9 +9,13 @@ mod tasks;
 
 use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
 use serde_json::json;
-use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
-use crate::{ApiContext, ApiError};
+use crate::{request_trace, ApiContext, ApiError};
 
 pub fn router(ctx: ApiContext) -> Router {
     let api_v1 = Router::new()
@@ -31,7 +35,14 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_trace::make_span)
+                .on_response(request_trace::on_response),
+        )
+        // Every request gets an `X-Request-Id` (the client's, else a new one), echoed on the response.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(|_| {
             (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "detail": "Internal server error" })))
                 .into_response()

@@ -81,6 +81,15 @@ async fn every_binary_serves_valid_metrics_and_each_counter_moves_with_its_actio
     })
     .await;
 
+    let task: serde_json::Value =
+        app.admin(Method::POST, "/api/v1/recalculate", None).await.json().await.unwrap();
+    let status_url = task["status_url"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(15), "the recalculation finished", || async {
+        let task: serde_json::Value = app.get(&status_url).await.json().await.unwrap();
+        task["status"] == "succeeded" || task["status"] == "skipped"
+    })
+    .await;
+
     let api = scrape(&app, &api_url).await;
     let worker = scrape(&app, &worker_url).await;
     let listener_text = scrape(&app, &listener_url).await;
@@ -106,6 +115,14 @@ async fn every_binary_serves_valid_metrics_and_each_counter_moves_with_its_actio
     for name in ["job_queue_depth", "db_pool_connections", "redis_connections", "otel_spans_dropped_total"] {
         assert!(listener_text.lines().any(|l| l.starts_with(name)), "{name} missing: {listener_text}");
     }
+    // Every metric a dashboard panel queries is one a binary exports.
+    let exported = format!("{api}\n{worker}\n{listener_text}");
+    for name in dashboard_metrics() {
+        assert!(
+            exported.lines().any(|l| l.split(['{', ' ']).next() == Some(name.as_str())),
+            "the dashboard queries {name}, which no binary exports"
+        );
+    }
     // Bounded labels: route templates, never raw ids.
     assert!(!api.contains(&format!("/api/v1/products/{id}\"")), "a raw path became a label");
 }
@@ -118,4 +135,157 @@ async fn the_worker_reports_its_health() {
     let res = app.client.get(&url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<serde_json::Value>().await.unwrap()["status"], "healthy");
+}
+
+fn repo_file(name: &str) -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The metric names the Grafana dashboard's queries use.
+fn dashboard_metrics() -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repo_file("deploy/grafana/dashboards/pricing-engine.json")).unwrap();
+    let promql_words = ["sum", "by", "rate", "max", "histogram_quantile", "clamp_min", "le"];
+    let mut names: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| {
+            p["targets"].as_array().unwrap().iter().map(|t| t["expr"].as_str().unwrap().to_string())
+        })
+        .flat_map(|expr| {
+            // Label matchers and label lists are not metric names.
+            let without_labels: String = expr
+                .split('{')
+                .enumerate()
+                .map(
+                    |(i, part)| if i == 0 { part } else { part.split_once('}').map_or("", |(_, rest)| rest) },
+                )
+                .collect::<Vec<_>>()
+                .join(" ");
+            let without_groupings = without_labels
+                .split("by (")
+                .enumerate()
+                .map(|(i, part)| {
+                    if i == 0 {
+                        part.to_string()
+                    } else {
+                        part.split_once(')').map_or(String::new(), |(_, r)| r.to_string())
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            without_groupings
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| {
+                    w.contains('_')
+                        && !promql_words.contains(w)
+                        && !w.chars().next().unwrap().is_ascii_digit()
+                })
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 10, "dashboard metrics: {names:?}");
+    names
+}
+
+/// The binaries the workspace builds (crates with a `src/main.rs`), by package name.
+fn workspace_binaries() -> Vec<String> {
+    ["api", "worker", "listener", "core"]
+        .into_iter()
+        .filter(|c| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../{c}/src/main.rs")).exists()
+        })
+        .map(|c| format!("pricing-{c}"))
+        .collect()
+}
+
+#[test]
+fn the_compose_stack_agrees_with_the_code() {
+    use pricing_core::{config::ENV_VARS, telemetry::OTEL_VARS, Settings};
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    compose.apply_merge().expect("YAML merge keys resolve");
+    let binaries = workspace_binaries();
+    assert_eq!(binaries, ["pricing-api", "pricing-worker", "pricing-listener"]);
+    let services = compose["services"].as_mapping().unwrap();
+    for name in ["postgres", "redis", "jaeger", "prometheus", "grafana", "api", "worker", "listener", "seed"]
+    {
+        assert!(services.contains_key(name), "compose lacks the {name} service");
+    }
+    let defaults = Settings::from_env().unwrap();
+    for (name, service) in services {
+        let name = name.as_str().unwrap();
+        let Some(command) = service["command"].as_sequence().and_then(|c| c.first()).and_then(|c| c.as_str())
+        else {
+            continue;
+        };
+        if !command.starts_with("pricing-") {
+            continue;
+        }
+        assert!(
+            binaries.iter().any(|b| b == command),
+            "{name} runs {command}, which the workspace does not build"
+        );
+        let env = service["environment"].as_mapping().unwrap_or_else(|| panic!("{name} has no environment"));
+        for key in env.keys().map(|k| k.as_str().unwrap()) {
+            assert!(
+                ENV_VARS.contains(&key) || OTEL_VARS.contains(&key),
+                "{name} passes {key}, which nothing reads"
+            );
+        }
+        assert!(service.get("container_name").is_none(), "{name} must stay scalable: no container_name");
+        if name != "seed" {
+            assert!(service["healthcheck"].is_mapping(), "{name} has no healthcheck");
+        }
+    }
+    let env = compose["x-app-env"].as_mapping().unwrap();
+    let port_of = |key: &str| env[key].as_str().unwrap().rsplit(':').next().unwrap().parse::<u16>().unwrap();
+    assert_eq!(port_of("API_ADDR"), defaults.api_addr.port());
+    assert_eq!(port_of("WORKER_ADDR"), defaults.worker_addr.port());
+    assert_eq!(port_of("LISTENER_ADDR"), defaults.listener_addr.port());
+    let api_ports = services["api"]["ports"].as_sequence().unwrap();
+    assert!(api_ports.iter().any(|p| p.as_str() == Some(&format!("{0}:{0}", defaults.api_addr.port()))));
+    let depends = services["api"]["depends_on"].as_mapping().unwrap();
+    assert_eq!(depends["postgres"]["condition"], "service_healthy");
+
+    let dockerfile = repo_file("Dockerfile");
+    for binary in &binaries {
+        assert!(dockerfile.contains(&format!("-p {binary}")), "the Dockerfile does not build {binary}");
+        assert!(
+            dockerfile.contains(&format!("target/release/{binary}")),
+            "the Dockerfile does not ship {binary}"
+        );
+    }
+
+    let prometheus: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/prometheus.yml")).unwrap();
+    let targets: Vec<(String, u16)> = prometheus["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .flat_map(|job| job["dns_sd_configs"].as_sequence().unwrap().iter())
+        .map(|sd| (sd["names"][0].as_str().unwrap().to_string(), sd["port"].as_u64().unwrap() as u16))
+        .collect();
+    let expected = [
+        ("api".to_string(), defaults.api_addr.port()),
+        ("worker".to_string(), defaults.worker_addr.port()),
+        ("listener".to_string(), defaults.listener_addr.port()),
+    ];
+    assert_eq!(targets, expected, "Prometheus scrapes each binary where it serves /metrics");
+
+    if std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        let checked = std::process::Command::new("docker")
+            .args(["compose", "config", "-q"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .status()
+            .unwrap();
+        assert!(checked.success(), "docker compose config -q rejects docker-compose.yml");
+    }
 }

@@ -118,5 +118,9 @@ pub fn count_order(status: OrderStatus) {
 async fn detached<T: Send + 'static>(
     work: impl std::future::Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
-    tokio::spawn(work).await.map_err(|e| Error::Unavailable(format!("the request's task failed: {e}")))?
+    use tracing::Instrument;
+    // In the caller's span: the sale's queries and the job it enqueues stay in the request's trace.
+    tokio::spawn(work.in_current_span())
+        .await
+        .map_err(|e| Error::Unavailable(format!("the request's task failed: {e}")))?
 }

@@ -1,0 +1,290 @@
+//! One trace across processes, proven with the release-shaped binaries: the api, the worker and the
+//! listener run as processes exporting OTLP/HTTP to a receiver in this test, which decodes the protobuf
+//! export requests (`opentelemetry-proto`). A market event published with a known `traceparent`, and an
+//! order, each arrive as one tree of spans rooted at the caller's span. Also: no endpoint, no export; a
+//! collector that never answers does not slow requests.
+
+use std::{
+    net::TcpListener as StdListener,
+    path::Path,
+    process::{Child, Command},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Bytes, extract::State, routing::post, Router};
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+    common::v1::any_value::Value as AnyValue,
+};
+use prost::Message;
+use serde_json::{json, Value};
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const ORDER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+const TOKEN: &str = "tracing-test-token";
+
+#[derive(Debug, Clone)]
+struct ReceivedSpan {
+    service: String,
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent: String,
+    attributes: Vec<(String, String)>,
+}
+
+type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
+
+async fn receive(State(spans): State<Received>, body: Bytes) -> Vec<u8> {
+    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
+    let mut spans = spans.lock().unwrap();
+    for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|a| a.key == "service.name")
+            .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+            let attributes = span
+                .attributes
+                .iter()
+                .map(|a| (a.key.clone(), format!("{:?}", a.value.as_ref().and_then(|v| v.value.clone()))))
+                .collect();
+            spans.push(ReceivedSpan {
+                service: service.clone(),
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent: hex(&span.parent_span_id),
+                attributes,
+            });
+        }
+    }
+    ExportTraceServiceResponse::default().encode_to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OTLP/HTTP receiver on a free port; returns its address and what it received.
+async fn start_receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let app = Router::new().route("/v1/traces", post(receive)).with_state(received.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, received)
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The three binaries, killed when dropped.
+struct Stack {
+    children: Vec<Child>,
+    api: String,
+    database_url: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn binary(name: &str) -> String {
+    let api = env!("CARGO_BIN_EXE_pricing-api");
+    let path = Path::new(api).with_file_name(name);
+    assert!(path.exists(), "{} is not built: build the workspace (scripts/test.sh does)", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) -> Stack {
+    let base = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/pricing".into());
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let database_url = format!("{}/trace_{id}", base.rsplit_once('/').unwrap().0);
+    let api_port = free_port();
+    let env: Vec<(&str, String)> = vec![
+        ("DATABASE_URL", database_url.clone()),
+        ("REDIS_KEY_PREFIX", format!("trace:{id}")),
+        ("API_ADDR", format!("127.0.0.1:{api_port}")),
+        ("WORKER_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("LISTENER_ADDR", format!("127.0.0.1:{}", free_port())),
+        ("ADMIN_TOKEN", TOKEN.into()),
+        ("ORDER_PROCESSING_DELAY_MS", "5".into()),
+        ("LISTENER_BLOCK_MS", "200".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ("RUST_LOG", "warn".into()),
+    ];
+    let spawn = |exe: String| {
+        let mut cmd = Command::new(exe);
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        cmd.envs(otel.iter().map(|(k, v)| (*k, v.as_str()))).spawn().expect("start a binary")
+    };
+    let mut stack = Stack {
+        children: vec![spawn(binary("pricing-api"))],
+        api: format!("http://127.0.0.1:{api_port}"),
+        database_url,
+    };
+    let client = reqwest::Client::new();
+    wait_for(&format!("{}/api/v1/health/ready", stack.api), &client).await;
+    if with_worker_and_listener {
+        stack.children.push(spawn(binary("pricing-worker")));
+        stack.children.push(spawn(binary("pricing-listener")));
+    }
+    stack
+}
+
+async fn wait_for(url: &str, client: &reqwest::Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
+async fn create_product(client: &reqwest::Client, api: &str) -> i64 {
+    let product: Value = client
+        .post(format!("{api}/api/v1/products"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "Traced", "price": 10.0, "stock": 100 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    product["id"].as_i64().unwrap()
+}
+
+/// Waits until the trace has spans from each of `services`, then returns them.
+async fn trace_of(received: &Received, trace_id: &str, services: &[&str]) -> Vec<ReceivedSpan> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let spans: Vec<ReceivedSpan> =
+            received.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect();
+        if services.iter().all(|svc| spans.iter().any(|s| s.service == *svc)) {
+            return spans;
+        }
+        assert!(Instant::now() < deadline, "trace {trace_id} lacks some of {services:?}: {spans:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every span's parent is in the trace, or is the caller's span: one tree rooted at the caller.
+fn assert_one_tree(spans: &[ReceivedSpan], root_parent: &str) {
+    for span in spans {
+        let known = span.parent == root_parent || spans.iter().any(|p| p.span_id == span.parent);
+        assert!(known, "span {} ({}) has a parent outside the trace: {spans:#?}", span.name, span.service);
+    }
+    assert!(spans.iter().any(|s| s.parent == root_parent && s.service == "pricing-api"));
+}
+
+#[tokio::test]
+async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
+    let (receiver, received) = start_receiver().await;
+    let stack = start_stack(&[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)], true).await;
+    let client = reqwest::Client::new();
+    let id = create_product(&client, &stack.api).await;
+
+    let res = client
+        .post(format!("{}/api/v1/publish-market-event", stack.api))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({ "event_type": "competitor_price", "product_ids": [id], "multiplier": 1.2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    assert!(res.headers().contains_key("x-request-id"));
+    let spans =
+        trace_of(&received, CALLER_TRACE, &["pricing-api", "pricing-listener", "pricing-worker"]).await;
+    assert_one_tree(&spans, CALLER_SPAN);
+    let server = spans.iter().find(|s| s.parent == CALLER_SPAN).unwrap();
+    assert_eq!(server.name, "POST /api/v1/publish-market-event");
+    assert!(server.attributes.iter().any(|(k, _)| k == "http.response.status_code"), "{server:?}");
+    let job = spans
+        .iter()
+        .find(|s| s.service == "pricing-worker" && s.name.starts_with("job "))
+        .expect("a job span");
+    assert!(job.attributes.iter().any(|(k, _)| k == "queue.wait_ms"), "the queue wait is visible: {job:?}");
+
+    let res = client
+        .post(format!("{}/api/v1/orders", stack.api))
+        .header("traceparent", format!("00-{ORDER_TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({ "product_id": id, "quantity": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"]).await;
+    assert_one_tree(&spans, CALLER_SPAN);
+    drop_database(&stack.database_url).await;
+}
+
+#[tokio::test]
+async fn without_an_endpoint_nothing_is_exported_and_a_dead_collector_slows_nothing() {
+    // Only the traces-specific variable points at the receiver: without OTEL_EXPORTER_OTLP_ENDPOINT the
+    // binaries set up no export at all.
+    let (receiver, received) = start_receiver().await;
+    let quiet =
+        start_stack(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{receiver}/v1/traces"))], false).await;
+    let client = reqwest::Client::new();
+    let id = create_product(&client, &quiet.api).await;
+    for _ in 0..20 {
+        client
+            .post(format!("{}/api/v1/price", quiet.api))
+            .json(&json!({ "product_id": id }))
+            .send()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await; // several export periods: nothing may arrive
+    assert!(received.lock().unwrap().is_empty(), "spans were exported with no endpoint set");
+    drop_database(&quiet.database_url).await;
+
+    // A collector that accepts connections and never answers.
+    let dead = StdListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = format!("http://{}", dead.local_addr().unwrap());
+    let stack = start_stack(&[("OTEL_EXPORTER_OTLP_ENDPOINT", dead_addr)], false).await;
+    let id = create_product(&client, &stack.api).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..200 {
+        let started = Instant::now();
+        let res = client
+            .post(format!("{}/api/v1/price", stack.api))
+            .json(&json!({ "product_id": id }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(500), "a dead collector slowed a request to {slowest:?}");
+    drop_database(&stack.database_url).await;
+}
+
+async fn drop_database(database_url: &str) {
+    use sqlx::Connection;
+    let (server, name) = database_url.rsplit_once('/').unwrap();
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+    }
+}
