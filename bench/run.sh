@@ -8,6 +8,7 @@
 #   DURATION=20 bench/run.sh       # longer runs
 #   SKIP_MILLION=1 bench/run.sh    # skip the 1,000,000-product recalculation
 #   SKIP_EVENTS=1 bench/run.sh     # skip the market-event figures
+#   SKIP_TRACING=1 bench/run.sh    # skip the trace-export overhead figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,8 +53,11 @@ to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
 declare -A RPS P50 P99 NOTE
 RESULTS=$(mktemp)
 run_wrk() { # name script [env...]  (DUR overrides the duration; results also go to $RESULTS)
-  local name=$1 script=$2; shift 2
-  local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DUR:-$DURATION}s" --latency -s "bench/wrk/$script" "$URL" 2>&1 || true)
+  run_wrk_at "$URL" "$@"
+}
+run_wrk_at() { # url name script [env...]
+  local url=$1 name=$2 script=$3; shift 3
+  local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DUR:-$DURATION}s" --latency -s "bench/wrk/$script" "$url" 2>&1 || true)
   local rps p50 p99 note
   rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
@@ -119,6 +123,25 @@ FIRST=42 LAST=42 wrk -t2 -c16 -d1s -s bench/wrk/quote.lua "$URL" >/dev/null
 run_wrk "POST /price, one hot product" quote.lua FIRST=42 LAST=42
 FIRST=1 LAST=10000 wrk -t2 -c64 -d3s -s bench/wrk/quote.lua "$URL" >/dev/null
 run_wrk "POST /price, 10,000-product hot set" quote.lua FIRST=1 LAST=10000
+
+# --- trace export overhead (issue 9) ----------------------------------------------------------------------------
+if [ "${SKIP_TRACING:-0}" != "1" ]; then
+  echo "== trace export: cache-hit quotes with export off, on at ratio 0.1, on at ratio 1.0 (local OTLP receiver)"
+  SINK_PORT=$((PORT + 50))
+  python3 bench/otlp_sink.py "$SINK_PORT" & pids+=($!)
+  start_traced_api() { # port ratio
+    API_ADDR="127.0.0.1:$1" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" \
+      OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$2" \
+      ./target/release/pricing-api serve > "/tmp/bench-api-traced-$2.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$1/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+  }
+  start_traced_api $((PORT + 1)) 0.1
+  start_traced_api $((PORT + 2)) 1.0
+  run_wrk "POST /price hot, export off" quote.lua FIRST=42 LAST=42
+  run_wrk_at "http://127.0.0.1:$((PORT + 1))" "POST /price hot, export 0.1" quote.lua FIRST=42 LAST=42
+  run_wrk_at "http://127.0.0.1:$((PORT + 2))" "POST /price hot, export 1.0" quote.lua FIRST=42 LAST=42
+fi
 
 # --- market events (issue 8) -----------------------------------------------------------------------------------
 if [ "${SKIP_EVENTS:-0}" != "1" ]; then
@@ -212,6 +235,10 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   echo "recalculation of 1,000,000 products: $RECALC_S s (target <= 60 s); POST /recalculate answered $ACCEPT_MS (target 202 in < 50 ms)"
 fi
 echo "hot-product oversell: $oversell (target 0)"
+if [ "${SKIP_TRACING:-0}" != "1" ]; then
+  off=${RPS["POST /price hot, export off"]}
+  echo "trace export: cache-hit quotes $off/s off, ${RPS["POST /price hot, export 0.1"]}/s at ratio 0.1 ($(ratio "${RPS["POST /price hot, export 0.1"]}" "$off") of off; target >= 0.90), ${RPS["POST /price hot, export 1.0"]}/s at 1.0 ($(ratio "${RPS["POST /price hot, export 1.0"]}" "$off"))"
+fi
 if [ "${SKIP_EVENTS:-0}" != "1" ]; then
   echo "market events: burst of 50,000 applied at $BURST_RATE/s (target >= 5,000/s); through the api $API_RATE/s;"
   echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"

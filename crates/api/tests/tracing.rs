@@ -173,13 +173,22 @@ async fn create_product(client: &reqwest::Client, api: &str) -> i64 {
     product["id"].as_i64().unwrap()
 }
 
-/// Waits until the trace has spans from each of `services`, then returns them.
-async fn trace_of(received: &Received, trace_id: &str, services: &[&str]) -> Vec<ReceivedSpan> {
+/// Waits until the trace has spans from each of `services` and forms one tree under `root_parent` (a
+/// parent span is exported when it ends, after its children), then returns them.
+async fn trace_of(
+    received: &Received,
+    trace_id: &str,
+    services: &[&str],
+    root_parent: &str,
+) -> Vec<ReceivedSpan> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let spans: Vec<ReceivedSpan> =
             received.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect();
-        if services.iter().all(|svc| spans.iter().any(|s| s.service == *svc)) {
+        let complete = spans
+            .iter()
+            .all(|span| span.parent == root_parent || spans.iter().any(|p| p.span_id == span.parent));
+        if complete && services.iter().all(|svc| spans.iter().any(|s| s.service == *svc)) {
             return spans;
         }
         assert!(Instant::now() < deadline, "trace {trace_id} lacks some of {services:?}: {spans:#?}");
@@ -213,8 +222,13 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
         .unwrap();
     assert_eq!(res.status(), 202);
     assert!(res.headers().contains_key("x-request-id"));
-    let spans =
-        trace_of(&received, CALLER_TRACE, &["pricing-api", "pricing-listener", "pricing-worker"]).await;
+    let spans = trace_of(
+        &received,
+        CALLER_TRACE,
+        &["pricing-api", "pricing-listener", "pricing-worker"],
+        CALLER_SPAN,
+    )
+    .await;
     assert_one_tree(&spans, CALLER_SPAN);
     let server = spans.iter().find(|s| s.parent == CALLER_SPAN).unwrap();
     assert_eq!(server.name, "POST /api/v1/publish-market-event");
@@ -233,7 +247,7 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"]).await;
+    let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"], CALLER_SPAN).await;
     assert_one_tree(&spans, CALLER_SPAN);
     drop_database(&stack.database_url).await;
 }
@@ -277,6 +291,25 @@ async fn without_an_endpoint_nothing_is_exported_and_a_dead_collector_slows_noth
         slowest = slowest.max(started.elapsed());
     }
     assert!(slowest < Duration::from_millis(500), "a dead collector slowed a request to {slowest:?}");
+    // More spans than the export queue holds: the overflow is dropped, and counted.
+    use futures::StreamExt;
+    let statuses: Vec<u16> = futures::stream::iter(0..3_000)
+        .map(|_| {
+            let request =
+                client.post(format!("{}/api/v1/price", stack.api)).json(&json!({ "product_id": id }));
+            async move { request.send().await.map_or(0, |r| r.status().as_u16()) }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "every request answered");
+    let metrics = client.get(format!("{}/metrics", stack.api)).send().await.unwrap().text().await.unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("otel_spans_dropped_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("otel_spans_dropped_total is exported");
+    assert!(dropped > 0.0, "a full export queue drops spans and counts them: {dropped}");
     drop_database(&stack.database_url).await;
 }
 

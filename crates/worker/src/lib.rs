@@ -1,5 +1,6 @@
-//! The background worker: processes orders and bulk price recalculations from the Redis queues (apalis),
-//! and sweeps PostgreSQL for orders and tasks the queues lost. `Worker::build` + `run_until_stopped` run it, from `main` or in-process from tests.
+//! The background worker: processes orders and price recalculations from the Redis queues (apalis), sweeps
+//! PostgreSQL for orders and tasks the queues lost, and serves `/health` and `/metrics` on `WORKER_ADDR`.
+//! `Worker::build` + `run_until_stopped` run it, from `main` or in-process from tests.
 
 pub mod http;
 pub mod orders;
