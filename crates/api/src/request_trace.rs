@@ -25,12 +25,10 @@ pub fn make_span<B>(request: &Request<B>) -> Span {
         http.response.status_code = Empty,
         request_id = header("x-request-id").unwrap_or_default(),
         trace_id = Empty,
+        span_id = Empty,
     );
     telemetry::parent_from(&span, header("traceparent"));
-    let trace_id = telemetry::trace_id_of(&span);
-    if !trace_id.is_empty() {
-        span.record("trace_id", trace_id);
-    }
+    telemetry::record_ids(&span);
     span
 }
 

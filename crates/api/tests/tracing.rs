@@ -93,6 +93,8 @@ struct Stack {
     children: Vec<Child>,
     api: String,
     database_url: String,
+    /// The api's stdout (JSON log lines).
+    api_log: std::path::PathBuf,
 }
 
 impl Drop for Stack {
@@ -127,10 +129,15 @@ async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) ->
         ("ORDER_PROCESSING_DELAY_MS", "5".into()),
         ("LISTENER_BLOCK_MS", "200".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-        ("RUST_LOG", "warn".into()),
+        ("RUST_LOG", "info,sqlx=warn".into()),
+        ("LOG_FORMAT", "json".into()),
     ];
+    let log_dir = std::env::temp_dir().join(format!("trace_{id}"));
+    std::fs::create_dir_all(&log_dir).unwrap();
     let spawn = |exe: String| {
+        let log = std::fs::File::create(log_dir.join(Path::new(&exe).file_name().unwrap())).unwrap();
         let mut cmd = Command::new(exe);
+        cmd.stdout(log);
         cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         cmd.envs(otel.iter().map(|(k, v)| (*k, v.as_str()))).spawn().expect("start a binary")
     };
@@ -138,6 +145,7 @@ async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) ->
         children: vec![spawn(binary("pricing-api"))],
         api: format!("http://127.0.0.1:{api_port}"),
         database_url,
+        api_log: log_dir.join("pricing-api"),
     };
     let client = reqwest::Client::new();
     wait_for(&format!("{}/api/v1/health/ready", stack.api), &client).await;
@@ -191,7 +199,15 @@ async fn trace_of(
         if complete && services.iter().all(|svc| spans.iter().any(|s| s.service == *svc)) {
             return spans;
         }
-        assert!(Instant::now() < deadline, "trace {trace_id} lacks some of {services:?}: {spans:#?}");
+        if Instant::now() >= deadline {
+            let all: Vec<(String, String, String)> = received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| (s.service.clone(), s.name.clone(), s.trace_id.clone()))
+                .collect();
+            panic!("trace {trace_id} lacks some of {services:?}: {spans:#?}\nALL: {all:#?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -216,12 +232,13 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
         .post(format!("{}/api/v1/publish-market-event", stack.api))
         .bearer_auth(TOKEN)
         .header("traceparent", format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"))
+        .header("x-request-id", "req-traced-1")
         .json(&json!({ "event_type": "competitor_price", "product_ids": [id], "multiplier": 1.2 }))
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 202);
-    assert!(res.headers().contains_key("x-request-id"));
+    assert_eq!(res.headers()["x-request-id"], "req-traced-1", "the client's request id is echoed");
     let spans = trace_of(
         &received,
         CALLER_TRACE,
@@ -233,6 +250,10 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
     let server = spans.iter().find(|s| s.parent == CALLER_SPAN).unwrap();
     assert_eq!(server.name, "POST /api/v1/publish-market-event");
     assert!(server.attributes.iter().any(|(k, _)| k == "http.response.status_code"), "{server:?}");
+    // The handler's log line carries the request id and the trace id: from a log line to the trace.
+    let logs = std::fs::read_to_string(&stack.api_log).unwrap();
+    let line = logs.lines().find(|l| l.contains("market event published")).expect("the publish is logged");
+    assert!(line.contains("req-traced-1") && line.contains(CALLER_TRACE), "{line}");
     let job = spans
         .iter()
         .find(|s| s.service == "pricing-worker" && s.name.starts_with("job "))

@@ -72,8 +72,11 @@ pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: 
         messaging.destination.name = J::QUEUE,
         queue.wait_ms = waited.map_or(-1, |w| w.as_millis() as i64),
         job.outcome = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     telemetry::parent_from(&span, job.traceparent());
+    telemetry::record_ids(&span);
     if let Some(waited) = waited {
         metrics::histogram!(names::JOB_QUEUE_WAIT, "job" => J::QUEUE).record(waited.as_secs_f64());
     }

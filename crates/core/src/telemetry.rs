@@ -36,7 +36,7 @@ use opentelemetry_sdk::{
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::prometheus::names;
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
 
 /// The standard OpenTelemetry variables the binaries honour (read by the SDK itself).
 pub const OTEL_VARS: &[&str] = &[
@@ -47,10 +47,6 @@ pub const OTEL_VARS: &[&str] = &[
     "OTEL_TRACES_SAMPLER_ARG",
     "OTEL_RESOURCE_ATTRIBUTES",
 ];
-
-/// What is exported as spans: everything at info, this service's own crates at debug.
-const SPAN_FILTER: &str =
-    "info,pricing_core=debug,pricing_api=debug,pricing_worker=debug,pricing_listener=debug";
 
 /// Held by `main` until the process ends; dropping it flushes the spans still queued.
 #[must_use = "hold the guard until the process exits"]
@@ -73,20 +69,17 @@ impl Drop for TelemetryGuard {
 /// many times).
 pub fn init(service_name: &'static str, filter: &str, format: &str) -> TelemetryGuard {
     let provider = tracer_provider(service_name);
-    // Spans go to the exporter at debug level for this service's crates (the Redis and queue spans), while
-    // logs keep `RUST_LOG`; with export off those debug spans are never even created.
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer(service_name))
-            .with_filter(EnvFilter::new(SPAN_FILTER))
-    });
+    // One global filter (`RUST_LOG`) for logs and spans alike: per-layer filters were seen to lose span
+    // callsites under concurrency, and a lost span is a broken trace.
+    let otel = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service_name)));
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = if format == "json" {
-        fmt::layer().json().flatten_event(true).with_current_span(true).with_filter(filter).boxed()
+    let (json, text) = if format == "json" {
+        (Some(fmt::layer().json().flatten_event(true).with_current_span(true)), None)
     } else {
-        fmt::layer().with_target(true).with_filter(filter).boxed()
+        (None, Some(fmt::layer().with_target(true)))
     };
-    let installed = tracing_subscriber::registry().with(logs).with(otel).try_init().is_ok();
+    let installed =
+        tracing_subscriber::registry().with(filter).with(json).with(text).with(otel).try_init().is_ok();
     if installed {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         tracing::debug!(service = service_name, export = provider.is_some(), "telemetry ready");
@@ -215,14 +208,14 @@ pub fn context_from(traceparent: &str) -> Context {
     TraceContextPropagator::new().extract(&Carrier(&mut carrier))
 }
 
-/// The trace id of `span`, as logs and responses show it (empty when tracing is off).
-pub fn trace_id_of(span: &tracing::Span) -> String {
+/// Records the OpenTelemetry `trace_id` and `span_id` of `span` in its `trace_id` and `span_id` fields,
+/// so every log line written inside it carries them (nothing when tracing is off).
+pub fn record_ids(span: &tracing::Span) {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {
-        span_context.trace_id().to_string()
-    } else {
-        String::new()
+        span.record("trace_id", span_context.trace_id().to_string());
+        span.record("span_id", span_context.span_id().to_string());
     }
 }
 

@@ -217,9 +217,12 @@ fn batch_span(events: &[MarketEvent]) -> tracing::Span {
         otel.kind = "consumer",
         messaging.system = "redis",
         messaging.batch.message_count = events.len(),
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
     );
     let mut parents = events.iter().filter_map(|e| e.traceparent.as_deref());
     telemetry::parent_from(&span, parents.next());
+    telemetry::record_ids(&span);
     for other in parents.take(MAX_LINKS) {
         let context = telemetry::context_from(other);
         span.add_link(context.span().span_context().clone());

@@ -179,14 +179,14 @@ impl Cache {
 
     /// Reads a versioned value and tells a miss on an invalidated entry (with its version) from one on an
     /// absent entry.
-    #[tracing::instrument(level = "debug", name = "cache lookup", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache lookup", skip_all, fields(db.system = "redis"))]
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Lookup<T>> {
         let raw: Option<String> = self.conn().await?.get(key).await?;
         self.decode_entry(key, raw).await
     }
 
     /// Reads several entries in one round trip (`MGET`), raw; decode each with `decode_entry`.
-    #[tracing::instrument(level = "debug", name = "cache get many", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache get many", skip_all, fields(db.system = "redis"))]
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -222,7 +222,7 @@ impl Cache {
     }
 
     /// Writes `value` unless the cache already holds `version` or newer. Returns whether it wrote.
-    #[tracing::instrument(level = "debug", name = "cache set versioned", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache set versioned", skip_all, fields(db.system = "redis"))]
     pub async fn set_versioned<T: Serialize>(
         &self,
         key: &str,
@@ -243,7 +243,7 @@ impl Cache {
     }
 
     /// Writes many versioned values in one pipeline (the bulk recalculation). Returns how many were written.
-    #[tracing::instrument(level = "debug", name = "cache set versioned many", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache set versioned many", skip_all, fields(db.system = "redis"))]
     pub async fn set_versioned_many(
         &self,
         entries: &[(String, i64, String)],
@@ -273,7 +273,7 @@ impl Cache {
     /// for `/cached`, invalidates their pricing states as of the new versions and, for a sale, counts the
     /// demand; one script, one round trip. Best effort: a Redis failure is logged, and the versioned entries
     /// still refuse anything older than what PostgreSQL committed.
-    #[tracing::instrument(level = "debug", name = "cache products changed", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system = "redis"))]
     pub async fn products_changed(&self, products: &[crate::domain::Product], change: &ProductChange) {
         if products.is_empty() {
             return;
@@ -304,7 +304,7 @@ impl Cache {
 
     /// Drops the pricing states of these products (a market signal changed them), so the next quote
     /// recomputes them. One pipeline.
-    #[tracing::instrument(level = "debug", name = "cache forget pricing", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache forget pricing", skip_all, fields(db.system = "redis"))]
     pub async fn forget_pricing(&self, product_ids: &[i64]) -> Result<()> {
         if product_ids.is_empty() {
             return Ok(());

@@ -141,7 +141,7 @@ impl PricingService {
 
     /// The cached pricing state, with the quote stored beside it by the same script; `None` on a miss
     /// (nothing was stored) or when Redis is unavailable.
-    #[tracing::instrument(level = "debug", name = "quote store", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "quote store", skip_all, fields(db.system = "redis"))]
     async fn read_and_store_quote(&self, header: &QuoteHeader) -> Option<ProductPricing> {
         let result: redis::RedisResult<Option<String>> = match self.cache.conn().await {
             Ok(mut conn) => {
