@@ -53,8 +53,14 @@ def steady(rate, seconds, prefix, key, host, port):
             time.sleep(delay)
         stamp = datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
         sock.sendall(resp("XADD", key, "MAXLEN", "~", "1000000", "*", "event", event(prefix, i, stamp)).encode())
-        reader.readline()  # the entry id
+        # The reply is a bulk string, "$<len>" then the entry id: read both, so nothing is left unread
+        # (a socket closed with unread replies is reset, and Redis may drop the last command).
+        header = reader.readline()
+        if not header.startswith(b"$"):
+            raise SystemExit(f"XADD failed: {header!r}")
+        reader.readline()
     elapsed = time.perf_counter() - start
+    sock.close()
     print(f"{total} events in {elapsed:.1f} s ({total / elapsed:.0f}/s offered)", file=sys.stderr)
 
 

@@ -135,12 +135,15 @@ if [ "${SKIP_TRACING:-0}" != "1" ]; then
       ./target/release/pricing-api serve > "/tmp/bench-api-traced-$2.log" 2>&1 &
     pids+=($!)
     for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$1/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS "http://127.0.0.1:$1/api/v1/health/ready" >/dev/null || echo "   the api with export ratio $2 did not start"
+    # Warm it up (its cache of the hot product, its connections) before it is measured.
+    FIRST=42 LAST=42 wrk -t2 -c16 -d1s -s bench/wrk/quote.lua "http://127.0.0.1:$1" >/dev/null
   }
-  start_traced_api $((PORT + 1)) 0.1
-  start_traced_api $((PORT + 2)) 1.0
+  start_traced_api $((PORT + 11)) 0.1
+  start_traced_api $((PORT + 12)) 1.0
   run_wrk "POST /price hot, export off" quote.lua FIRST=42 LAST=42
-  run_wrk_at "http://127.0.0.1:$((PORT + 1))" "POST /price hot, export 0.1" quote.lua FIRST=42 LAST=42
-  run_wrk_at "http://127.0.0.1:$((PORT + 2))" "POST /price hot, export 1.0" quote.lua FIRST=42 LAST=42
+  run_wrk_at "http://127.0.0.1:$((PORT + 11))" "POST /price hot, export 0.1" quote.lua FIRST=42 LAST=42
+  run_wrk_at "http://127.0.0.1:$((PORT + 12))" "POST /price hot, export 1.0" quote.lua FIRST=42 LAST=42
 fi
 
 # --- market events (issue 8) -----------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ pub struct Settings {
     pub queue_max_backlog: usize,
     /// Lifetime of a product's cached pricing state (jittered by up to 10% so a bulk load does not expire at once).
     pub price_cache_ttl: Duration,
+    /// How long an order's `Idempotency-Key` replays its order.
+    pub idempotency_ttl: Duration,
     /// How long a price quote can be honoured by an order.
     pub quote_ttl: Duration,
     /// ISO currency code shown on quotes.
@@ -99,6 +101,7 @@ pub const ENV_VARS: &[&str] = &[
     "QUEUE_MAX_BACKLOG",
     "PRICE_CACHE_TTL",
     "QUOTE_TTL",
+    "IDEMPOTENCY_TTL",
     "CURRENCY",
     "LOCATION_MULTIPLIERS",
     "DEFAULT_LOCATION",
@@ -145,6 +148,7 @@ impl Settings {
             queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
             price_cache_ttl: Duration::from_secs(parse("PRICE_CACHE_TTL", 60)?),
             quote_ttl: Duration::from_secs(parse("QUOTE_TTL", 300)?),
+            idempotency_ttl: Duration::from_secs(parse("IDEMPOTENCY_TTL", 86_400)?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
             default_location: var("DEFAULT_LOCATION", "US"),

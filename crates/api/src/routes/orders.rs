@@ -3,7 +3,7 @@
 
 use axum::{
     extract::State,
-    http::StatusCode,
+    http::{HeaderMap, HeaderName, StatusCode},
     response::IntoResponse,
     routing::{get, post},
     Router,
@@ -13,7 +13,7 @@ use pricing_core::{
     db::orders,
     domain::{Order, OrderItem, OrderStatus, Page, ProductRef},
     money,
-    orders::{OrderLine, OrderRequest},
+    orders::{IdempotencyKey, OrderLine, OrderRequest},
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,7 @@ const QUANTITY_RANGE: std::ops::RangeInclusive<i32> = 1..=10_000;
 
 /// All three request shapes clients send: `{product_id, quantity}`, `{user_id, items: [...]}`, and the
 /// older service's `{user_id, item_ids: [...], total_amount}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct CreateOrder {
     user_id: Option<String>,
@@ -63,7 +63,7 @@ struct CreateOrder {
     total_amount: Option<Decimal>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct LineInput {
     product_id: ProductRef,
@@ -73,8 +73,12 @@ struct LineInput {
 }
 
 impl CreateOrder {
-    /// Checks the request's shape and bounds; the pricing rules are the order use case's.
-    fn validate(self) -> ApiResult<OrderRequest> {
+    /// Checks the request's shape and bounds; the pricing rules are the order use case's. `key` is the
+    /// `Idempotency-Key` header, if sent.
+    fn validate(self, key: Option<&str>) -> ApiResult<OrderRequest> {
+        // The request as parsed (ids and SKUs as sent, amounts as numbers): the same order sent twice
+        // hashes the same however its JSON was spaced or ordered.
+        let canonical = serde_json::to_string(&self).expect("an order request serializes");
         let user_id = self.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
         let forms = [self.product_id.is_some(), self.items.is_some(), self.item_ids.is_some()];
         if forms.iter().filter(|f| **f).count() != 1 {
@@ -137,12 +141,14 @@ impl CreateOrder {
         if expected_total.is_some_and(|total| total < Decimal::ZERO) {
             return Err(ApiError::Validation(format!("{field} must not be negative")));
         }
+        let idempotency = key.map(|k| IdempotencyKey::new(k, user_id.as_deref(), &canonical));
         Ok(OrderRequest {
             user_id,
             lines,
             user_location: self.user_location,
             is_prime_member: self.is_prime_member,
             expected_total,
+            idempotency,
         })
     }
 }
@@ -189,13 +195,34 @@ impl From<Order> for OrderResponse {
 }
 
 /// Buys: the order use case resolves and prices the lines, runs the sale and enqueues the wake-up job;
-/// this answers 201 with the order `pending`.
+/// this answers 201 with the order `pending`. With an `Idempotency-Key` a retry gets the first order back
+/// (201, the same body, `Idempotent-Replayed: true`) and buys nothing.
 async fn create(
     State(ctx): State<ApiContext>,
+    headers: HeaderMap,
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
-    let order = ctx.orders.place(body.validate()?).await?;
-    Ok((StatusCode::CREATED, axum::Json(OrderResponse::from(order))))
+    let key = idempotency_key(&headers)?;
+    let placed = ctx.orders.place(body.validate(key)?).await?;
+    let replayed = [(IDEMPOTENT_REPLAYED, if placed.replayed { "true" } else { "false" })];
+    Ok((StatusCode::CREATED, replayed, axum::Json(OrderResponse::from(placed.order))))
+}
+
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+/// The longest `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 255;
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    match value.to_str().map(str::trim) {
+        Ok(key) if (1..=MAX_KEY_LEN).contains(&key.len()) && key.chars().all(|c| c.is_ascii_graphic()) => {
+            Ok(Some(key))
+        }
+        _ => Err(ApiError::Validation(format!(
+            "Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"
+        ))),
+    }
 }
 
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {

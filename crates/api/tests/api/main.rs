@@ -3,6 +3,7 @@
 
 mod health;
 mod helpers;
+mod idempotency;
 mod market_events;
 mod observability;
 mod orders;

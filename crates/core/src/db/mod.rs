@@ -3,6 +3,7 @@
 
 #[macro_use]
 mod columns;
+pub mod idempotency;
 pub mod market;
 pub mod market_events;
 pub mod orders;

@@ -36,6 +36,27 @@ pub struct OrderRequest {
     pub is_prime_member: bool,
     /// The total the customer saw, if the client sent one.
     pub expected_total: Option<Decimal>,
+    /// The client's `Idempotency-Key`, if it sent one: a retry with it replays the first order.
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` and the canonical hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    /// Scoped per customer: `{user_id}:{key}` (`-` for no user).
+    pub scoped_key: String,
+    pub request_hash: String,
+}
+
+impl IdempotencyKey {
+    /// The key as a client sent it, for `user_id`, with the hash of the request's canonical form.
+    pub fn new(key: &str, user_id: Option<&str>, canonical_request: &str) -> Self {
+        let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, canonical_request.as_bytes());
+        Self {
+            scoped_key: format!("{}:{key}", user_id.unwrap_or("-")),
+            request_hash: hash.simple().to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

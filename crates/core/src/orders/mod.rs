@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-pub use lines::{OrderLine, OrderRequest};
+pub use lines::{IdempotencyKey, OrderLine, OrderRequest};
 
 use crate::{
     cache::{Cache, ProductChange},
-    db,
+    db::{self, idempotency::Claim},
     domain::{Order, OrderStatus, Product},
     jobs::{OrderQueue, ProcessOrder},
     pricing::{PricingService, Shopper},
@@ -42,15 +42,31 @@ impl OrderService {
     }
 
     /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
-    /// disconnecting drops its handler) cannot cut off the commit or the steps that must follow it.
-    pub async fn place(self: &Arc<Self>, request: OrderRequest) -> Result<Order> {
+    /// disconnecting drops its handler) cannot cut off the commit or the steps that must follow it. A
+    /// request whose `Idempotency-Key` already placed an order gets that order back (`replayed`).
+    pub async fn place(self: &Arc<Self>, request: OrderRequest) -> Result<Placed> {
+        if let Some(key) = &request.idempotency {
+            // A committed key answers at once, before its quotes (which may have expired since) are checked.
+            if let Some(claim) = db::idempotency::find(
+                &self.db,
+                &key.scoped_key,
+                &key.request_hash,
+                self.settings.idempotency_ttl,
+            )
+            .await?
+            {
+                return replayed(claim, key);
+            }
+        }
         let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
         let wanted = self.resolve_lines(&request, &shopper).await?;
         let this = Arc::clone(self);
-        let order = detached(async move { this.sell(request, wanted, shopper).await }).await?;
-        tracing::info!(order_id = order.id, total = %order.total_price, "order placed");
-        count_order(OrderStatus::Pending);
-        Ok(order)
+        let placed = detached(async move { this.sell(request, wanted, shopper).await }).await?;
+        if !placed.replayed {
+            tracing::info!(order_id = placed.order.id, total = %placed.order.total_price, "order placed");
+            count_order(OrderStatus::Pending);
+        }
+        Ok(placed)
     }
 
     /// The sale's transaction and what follows its commit.
@@ -59,22 +75,24 @@ impl OrderService {
         request: OrderRequest,
         wanted: Vec<lines::WantedLine>,
         shopper: Shopper,
-    ) -> Result<Order> {
+    ) -> Result<Placed> {
         let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
         // Read before the transaction: no row lock is held across a Redis round trip.
         let demand = self.pricing.recent_orders(&ids).await;
         let mut tx = self.db.begin().await?;
+        if let Some(key) = &request.idempotency {
+            // First in the transaction: a concurrent request with the key waits here for this one's outcome.
+            let ttl = self.settings.idempotency_ttl;
+            match db::idempotency::claim(&mut tx, &key.scoped_key, &key.request_hash, ttl).await? {
+                Claim::New => {}
+                other => return replayed(other, key),
+            }
+        }
         let locked = db::orders::lock_for_sale(&mut tx, &ids).await?;
         let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
         let total = lines::order_total(&items, request.expected_total)?;
         let sale = db::orders::record_sale(&mut tx, request.user_id.as_deref(), total, &items).await?;
-        tx.commit().await?;
-
-        self.products_changed(&sale.products, true).await;
-        if let Err(e) = self.queue.enqueue(ProcessOrder::new(sale.order_id), true).await {
-            tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
-        }
-        Ok(Order {
+        let order = Order {
             id: sale.order_id,
             user_id: request.user_id,
             status: OrderStatus::Pending,
@@ -86,7 +104,17 @@ impl OrderService {
             processing_started_at: None,
             completed_at: None,
             items,
-        })
+        };
+        if let Some(key) = &request.idempotency {
+            db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
+        }
+        tx.commit().await?;
+
+        self.products_changed(&sale.products, true).await;
+        if let Err(e) = self.queue.enqueue(ProcessOrder::new(sale.order_id), true).await {
+            tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
+        }
+        Ok(Placed { order, replayed: false })
     }
 
     /// Cancels a pending order, its stock given back; like `place`, it runs to the end once started.
@@ -105,6 +133,24 @@ impl OrderService {
 
     async fn products_changed(&self, products: &[Product], sold: bool) {
         self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
+    }
+}
+
+/// An order placed, or replayed for a repeated `Idempotency-Key`.
+#[derive(Debug)]
+pub struct Placed {
+    pub order: Order,
+    pub replayed: bool,
+}
+
+/// The answer for a key already used: its order, or a refusal when the request differs.
+fn replayed(claim: Claim, key: &IdempotencyKey) -> Result<Placed> {
+    match claim {
+        Claim::Replay(order) => Ok(Placed { order: *order, replayed: true }),
+        _ => Err(Error::Validation(format!(
+            "Idempotency-Key {} was already used with a different request; use a new key for a new order",
+            key.scoped_key.split_once(':').map_or(key.scoped_key.as_str(), |(_, k)| k)
+        ))),
     }
 }
 
