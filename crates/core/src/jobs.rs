@@ -22,18 +22,25 @@ pub trait Job:
 {
     const QUEUE: &'static str;
     fn idempotency_key(&self) -> String;
-    /// When it was put on the queue (ms since the epoch; 0 if unknown), for the queue-wait metric, and the
-    /// trace it continues.
-    fn enqueued_at_ms(&self) -> i64;
-    fn traceparent(&self) -> Option<&str>;
-    /// Stamps the enqueue time and the current trace context (`JobQueue::enqueue` does, for every job).
-    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>);
+    fn stamp(&self) -> &Stamp;
+    fn stamp_mut(&mut self) -> &mut Stamp;
 
     /// How long it waited in the queue until now, if its enqueue time is known.
     fn queue_wait(&self) -> Option<Duration> {
-        let waited = now_ms() - self.enqueued_at_ms();
-        (self.enqueued_at_ms() > 0 && waited >= 0).then(|| Duration::from_millis(waited as u64))
+        let at = self.stamp().enqueued_at_ms;
+        let waited = now_ms() - at;
+        (at > 0 && waited >= 0).then(|| Duration::from_millis(waited as u64))
     }
+}
+
+/// What every job carries besides its payload: when it was put on the queue (ms since the epoch; 0 if
+/// unknown), for the queue-wait metric, and the trace it continues. `JobQueue::enqueue` stamps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    #[serde(default)]
+    pub enqueued_at_ms: i64,
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// How one run of a job ended, as `jobs_total{outcome}` counts it.
@@ -75,7 +82,7 @@ pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: 
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );
-    telemetry::parent_from(&span, job.traceparent());
+    telemetry::parent_from(&span, job.stamp().traceparent.as_deref());
     telemetry::record_ids(&span);
     if let Some(waited) = waited {
         metrics::histogram!(names::JOB_QUEUE_WAIT, "job" => J::QUEUE).record(waited.as_secs_f64());
@@ -96,15 +103,13 @@ fn now_ms() -> i64 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessOrder {
     pub order_id: i64,
-    #[serde(default)]
-    pub enqueued_at_ms: i64,
-    #[serde(default)]
-    pub traceparent: Option<String>,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 impl ProcessOrder {
     pub fn new(order_id: i64) -> Self {
-        Self { order_id, enqueued_at_ms: 0, traceparent: None }
+        Self { order_id, stamp: Stamp::default() }
     }
 }
 
@@ -113,15 +118,11 @@ impl Job for ProcessOrder {
     fn idempotency_key(&self) -> String {
         format!("order:{}", self.order_id)
     }
-    fn enqueued_at_ms(&self) -> i64 {
-        self.enqueued_at_ms
+    fn stamp(&self) -> &Stamp {
+        &self.stamp
     }
-    fn traceparent(&self) -> Option<&str> {
-        self.traceparent.as_deref()
-    }
-    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>) {
-        self.enqueued_at_ms = at_ms;
-        self.traceparent = traceparent;
+    fn stamp_mut(&mut self) -> &mut Stamp {
+        &mut self.stamp
     }
 }
 
@@ -130,15 +131,13 @@ impl Job for ProcessOrder {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecalculatePrices {
     pub task_id: Uuid,
-    #[serde(default)]
-    pub enqueued_at_ms: i64,
-    #[serde(default)]
-    pub traceparent: Option<String>,
+    #[serde(flatten)]
+    pub stamp: Stamp,
 }
 
 impl RecalculatePrices {
     pub fn new(task_id: Uuid) -> Self {
-        Self { task_id, enqueued_at_ms: 0, traceparent: None }
+        Self { task_id, stamp: Stamp::default() }
     }
     /// The `kind` of a task asked for by `POST /api/v1/recalculate` (every product; skipped when another
     /// run holds the lock).
@@ -152,15 +151,11 @@ impl Job for RecalculatePrices {
     fn idempotency_key(&self) -> String {
         format!("task:{}", self.task_id)
     }
-    fn enqueued_at_ms(&self) -> i64 {
-        self.enqueued_at_ms
+    fn stamp(&self) -> &Stamp {
+        &self.stamp
     }
-    fn traceparent(&self) -> Option<&str> {
-        self.traceparent.as_deref()
-    }
-    fn stamp_enqueued(&mut self, at_ms: i64, traceparent: Option<String>) {
-        self.enqueued_at_ms = at_ms;
-        self.traceparent = traceparent;
+    fn stamp_mut(&mut self) -> &mut Stamp {
+        &mut self.stamp
     }
 }
 
@@ -217,7 +212,7 @@ impl<J: Job> JobQueue<J> {
     /// mistaken for that first one.
     #[tracing::instrument(skip(self))]
     pub async fn enqueue(&self, mut job: J, first: bool) -> Result<()> {
-        job.stamp_enqueued(now_ms(), telemetry::current_traceparent());
+        *job.stamp_mut() = Stamp { enqueued_at_ms: now_ms(), traceparent: telemetry::current_traceparent() };
         let key = job.idempotency_key();
         let mut task = TaskBuilder::new(job);
         if first {

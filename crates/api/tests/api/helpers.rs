@@ -49,6 +49,8 @@ pub fn test_settings() -> Settings {
     s.database_url = format!("{base}/test_{id}");
     s.redis_key_prefix = format!("test:{id}");
     s.api_addr = "127.0.0.1:0".parse().unwrap();
+    s.worker_addr = "127.0.0.1:0".parse().unwrap();
+    s.listener_addr = "127.0.0.1:0".parse().unwrap();
     s.admin_token = Some(ADMIN_TOKEN.into());
     s.database_max_connections = 10;
     s.order_processing_delay = Duration::from_millis(5);
