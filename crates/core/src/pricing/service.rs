@@ -204,8 +204,14 @@ impl PricingService {
     pub async fn compute_and_store(&self, product_id: i64) -> Result<ProductPricing> {
         self.computations.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(names::PRICE_COMPUTATIONS).increment(1);
-        let product = products::get(&self.db, product_id).await?;
-        let pricing = self.compute_states(vec![product]).await?.remove(0);
+        // The row, its demand and its market signal, all at once: a miss costs one round trip of each.
+        let ids = [product_id];
+        let (product, recent, markets) = tokio::join!(
+            products::get(&self.db, product_id),
+            self.recent_orders(&ids),
+            market::multipliers_for_products(&self.db, &ids),
+        );
+        let pricing = self.states_from(vec![product?], recent, markets?).remove(0);
         let ttl = Cache::jittered(self.settings.price_cache_ttl);
         if let Err(e) =
             self.cache.set_versioned(&self.cache.keys.price(product_id), pricing.version, &pricing, ttl).await
@@ -222,9 +228,19 @@ impl PricingService {
         let ids: Vec<i64> = products.iter().map(|p| p.id).collect();
         let (recent, markets) =
             tokio::join!(self.recent_orders(&ids), market::multipliers_for_products(&self.db, &ids));
-        let markets: HashMap<i64, Decimal> = markets?.into_iter().collect();
+        Ok(self.states_from(products, recent, markets?))
+    }
+
+    /// The model applied to product rows, their demand (in the same order) and their market signals.
+    fn states_from(
+        &self,
+        products: Vec<Product>,
+        recent: Vec<u64>,
+        markets: Vec<(i64, Decimal)>,
+    ) -> Vec<ProductPricing> {
+        let markets: HashMap<i64, Decimal> = markets.into_iter().collect();
         let now = Utc::now();
-        Ok(products
+        products
             .into_iter()
             .zip(recent)
             .map(|(product, recent_orders)| {
@@ -232,7 +248,7 @@ impl PricingService {
                 let inputs = PricingInputs::from_product(product, recent_orders, market);
                 model::product_pricing(&inputs, &self.config, now)
             })
-            .collect())
+            .collect()
     }
 
     /// Counts a pricing-state read: this process's cache statistics and the `price_cache_requests_total`
