@@ -266,16 +266,12 @@ pub struct ProductScope {
 }
 
 impl ProductScope {
-    pub fn all() -> Self {
-        Self::default()
-    }
-
     pub fn is_all(&self) -> bool {
         self.product_ids.is_empty() && self.categories.is_empty()
     }
 
     /// Adds another scope to this one (a batch of events starts one recalculation for all of them). Only for
-    /// specific scopes: a batch that asks for every product uses `all()` instead.
+    /// specific scopes: a batch that asks for every product starts a recalculation without a scope instead.
     pub fn merge(&mut self, other: &ProductScope) {
         self.product_ids.extend(&other.product_ids);
         self.product_ids.sort_unstable();

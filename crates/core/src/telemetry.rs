@@ -4,8 +4,7 @@
 //! (`OTEL_VARS`): with no `OTEL_EXPORTER_OTLP_ENDPOINT` nothing is exported and nothing is set up. With one,
 //! spans go through the SDK's batch processor: a bounded queue, sent in the background, dropped (never
 //! waited for, counted in `otel_spans_dropped_total`) when full, so a slow or absent collector never slows
-//! a request. `init` returns a guard the
-//! binary holds until it exits; dropping it flushes what is queued.
+//! a request. `init` returns a guard the binary holds until it exits; dropping it flushes what is queued.
 //!
 //! Context crosses processes as W3C `traceparent`: read from HTTP headers, written into every job payload
 //! and event message (`current_traceparent`), and restored by the worker and the listener

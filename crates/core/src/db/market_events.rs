@@ -162,11 +162,6 @@ pub async fn take_unapplied(pool: &PgPool, older_than: Duration, limit: i64) -> 
     Ok(payloads.into_iter().map(|p| p.0).collect())
 }
 
-/// How many events have each status (for the listener's metrics and the drills).
-pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as("SELECT status, count(*) FROM market_events GROUP BY status").fetch_all(pool).await?)
-}
-
 /// Inside the applying transaction: links the events to the recalculation their effect started.
 pub async fn set_task(
     tx: &mut Transaction<'_, Postgres>,
