@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings up PostgreSQL 15 and Redis on this machine (and installs promtool for the metrics tests), idempotently. The test command, the local run and .ci/run
+# Brings up PostgreSQL 15 and Redis on this machine (and installs promtool and chromium for the tests), idempotently. The test command, the local run and .ci/run
 # all call this, so a fresh machine (PostgreSQL installed but stopped, no Redis) needs no step by hand.
 # Skipped entirely when SKIP_SERVICES=1 (e.g. you point DATABASE_URL/REDIS_URL at servers of your own).
 set -euo pipefail
@@ -47,5 +47,11 @@ if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian package prometheus)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# --- chromium (a test loads the api's /docs page in headless Chromium) ---------------------------------------------
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing chromium (Debian package, for the /docs page test)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 log "PostgreSQL and Redis are up"

@@ -6,7 +6,10 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
+use pricing_core::domain::OrderItem;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -20,57 +23,114 @@ pub enum ApiError {
     Unauthorized,
     #[error("The bearer token is not valid")]
     Forbidden,
+    #[error("The request body is larger than {0} bytes (MAX_BODY_BYTES)")]
+    PayloadTooLarge(usize),
+    #[error("The request was not answered within {0} ms (REQUEST_TIMEOUT_MS); if it placed an order, retry with the same Idempotency-Key")]
+    Timeout(u128),
     #[error(transparent)]
     Core(#[from] pricing_core::Error),
 }
 
+/// Every error's body: `detail` says what was wrong; the other fields come with the errors that name them.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub detail: String,
+    /// With 400 (not enough stock) and 409 (a price changed): the product concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub product_id: Option<i64>,
+    /// With 400: the stock there is, and the quantity asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub available: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<i32>,
+    /// With 409 for a unit price or a quote: what the product costs now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub current_price: Option<Decimal>,
+    /// With 409 for a changed total: the total now, and each line's current price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<f64>)]
+    pub current_total: Option<Decimal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_items: Option<Vec<OrderItem>>,
+}
+
 impl ApiError {
-    fn status_and_body(&self) -> (StatusCode, serde_json::Value) {
+    pub fn status(&self) -> StatusCode {
+        use pricing_core::Error as Core;
+        match self {
+            ApiError::Validation(_) | ApiError::Core(Core::Validation(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NotFound(_) | ApiError::Core(Core::NotFound(_)) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_)
+            | ApiError::Core(Core::Conflict(_))
+            | ApiError::Core(Core::TotalChanged { .. })
+            | ApiError::Core(Core::UnitPriceChanged { .. })
+            | ApiError::Core(Core::QuoteRejected { .. }) => StatusCode::CONFLICT,
+            ApiError::Core(Core::InsufficientStock { .. }) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_)
+            | ApiError::Core(Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
         use pricing_core::Error as Core;
         let detail = self.to_string();
         match self {
-            ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": detail })),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "detail": detail })),
-            ApiError::Conflict(_) => (StatusCode::CONFLICT, json!({ "detail": detail })),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({ "detail": detail })),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, json!({ "detail": detail })),
             ApiError::Core(core) => match core {
-                Core::NotFound(_) => (StatusCode::NOT_FOUND, json!({ "detail": detail })),
-                Core::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, json!({ "detail": detail })),
-                Core::Conflict(_) => (StatusCode::CONFLICT, json!({ "detail": detail })),
-                Core::InsufficientStock { product_id, available, requested } => (
-                    StatusCode::BAD_REQUEST,
-                    json!({ "detail": detail, "product_id": product_id,
-                            "available": available, "requested": requested }),
-                ),
-                Core::TotalChanged { current, items, .. } => (
-                    StatusCode::CONFLICT,
-                    json!({ "detail": detail, "current_total": current, "current_items": items }),
-                ),
-                Core::UnitPriceChanged { product_id, current, .. } => (
-                    StatusCode::CONFLICT,
-                    json!({ "detail": detail, "product_id": product_id, "current_price": current }),
-                ),
-                Core::QuoteRejected { product_id, current_price, .. } => (
-                    StatusCode::CONFLICT,
-                    json!({ "detail": detail, "product_id": product_id, "current_price": current_price }),
-                ),
+                Core::InsufficientStock { product_id, available, requested } => ErrorBody {
+                    detail,
+                    product_id: Some(*product_id),
+                    available: Some(*available),
+                    requested: Some(*requested),
+                    ..Default::default()
+                },
+                Core::TotalChanged { current, items, .. } => ErrorBody {
+                    detail,
+                    current_total: Some(*current),
+                    current_items: Some(items.clone()),
+                    ..Default::default()
+                },
+                Core::UnitPriceChanged { product_id, current, .. } => ErrorBody {
+                    detail,
+                    product_id: Some(*product_id),
+                    current_price: Some(*current),
+                    ..Default::default()
+                },
+                Core::QuoteRejected { product_id, current_price, .. } => ErrorBody {
+                    detail,
+                    product_id: Some(*product_id),
+                    current_price: Some(*current_price),
+                    ..Default::default()
+                },
                 Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_) => {
                     tracing::error!(error = %core, "request failed on a backing service");
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        json!({ "detail": "A backing service is unavailable; try again shortly" }),
-                    )
+                    let detail = match core {
+                        Core::Database(sqlx::Error::PoolTimedOut) => {
+                            "PostgreSQL is overloaded or unavailable (no connection within DATABASE_ACQUIRE_TIMEOUT_MS); try again shortly"
+                        }
+                        Core::Database(_) => "PostgreSQL is unavailable; try again shortly",
+                        Core::Redis(_) | Core::Queue(_) => "Redis is unavailable; try again shortly",
+                        _ => "A backing service is unavailable; try again shortly",
+                    };
+                    ErrorBody { detail: detail.into(), ..Default::default() }
+                }
+                Core::NotFound(_) | Core::Validation(_) | Core::Conflict(_) => {
+                    ErrorBody { detail, ..Default::default() }
                 }
             },
+            _ => ErrorBody { detail, ..Default::default() },
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, body) = self.status_and_body();
-        (status, Json(body)).into_response()
+        (self.status(), Json(self.body())).into_response()
     }
 }
 

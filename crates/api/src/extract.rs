@@ -3,21 +3,25 @@
 
 use axum::{
     extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
-    http::request::Parts,
+    http::{request::Parts, StatusCode},
 };
+use pricing_core::config::Limits;
 use serde::de::DeserializeOwned;
 
-use crate::ApiError;
+use crate::{ApiContext, ApiError};
 
-/// A JSON body; malformed JSON, a wrong type or a missing field is a 422.
+/// A JSON body; malformed JSON, a wrong type or a missing field is a 422, a body over `MAX_BODY_BYTES` a 413.
 pub struct Json<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+impl<T: DeserializeOwned> FromRequest<ApiContext> for Json<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+    async fn from_request(req: Request, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, ctx).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::PayloadTooLarge(ctx.settings.limits.max_body_bytes))
+            }
             Err(rejection) => Err(ApiError::Validation(json_detail(&rejection))),
         }
     }
@@ -72,18 +76,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     }
 }
 
-/// `page` (from 1) and `page_size` (1..=100), checked.
-pub fn page_params(page: Option<i64>, page_size: Option<i64>) -> Result<(i64, i64), ApiError> {
+/// `page` (from 1) and `page_size` (1..=`MAX_PAGE_SIZE`), checked.
+pub fn page_params(
+    limits: &Limits,
+    page: Option<i64>,
+    page_size: Option<i64>,
+) -> Result<(i64, i64), ApiError> {
     let page = page.unwrap_or(1);
-    let page_size = page_size.unwrap_or(20);
-    if !(1..=1_000_000).contains(&page) {
-        return Err(ApiError::Validation("page must be between 1 and 1000000".into()));
+    let max = limits.max_page_size;
+    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
+    if !(1..=MAX_PAGE).contains(&page) {
+        return Err(ApiError::Validation(format!("page must be between 1 and {MAX_PAGE}")));
     }
-    if !(1..=100).contains(&page_size) {
-        return Err(ApiError::Validation("page_size must be between 1 and 100".into()));
+    if !(1..=max).contains(&page_size) {
+        return Err(ApiError::Validation(format!("page_size must be between 1 and {max}")));
     }
     Ok((page, page_size))
 }
+
+const DEFAULT_PAGE_SIZE: i64 = 20;
+/// Deeper pages are refused rather than scanned (offset pagination reads every row before the page).
+const MAX_PAGE: i64 = 1_000_000;
 
 /// Checks a client-supplied text field: trimmed, `min..=max` characters, no control characters (PostgreSQL
 /// rejects NUL, and none belongs in a name). Returns the trimmed text.

@@ -4,7 +4,9 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod request_trace;
 pub mod routes;
 pub mod startup;

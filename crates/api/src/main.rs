@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::from_env()?;
     let _telemetry = telemetry::init("pricing-api", &settings.log_filter, &settings.log_format);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => Application::build(settings).await?.run_until_stopped(shutdown::signal()).await,
+        Command::Serve => {
+            // Listening for SIGTERM before the connections are made: a stop during start-up is a clean exit.
+            let shutdown = shutdown::signal();
+            Application::build(settings).await?.run_until_stopped(shutdown).await
+        }
         Command::Seed { products, stock } => {
             let pool = db::connect(&settings).await?;
             db::migrate(&pool).await?;

@@ -48,6 +48,8 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 /// `GET /metrics`: Prometheus text, with the gauges of the moment (pool, queue depth) read first.
+#[utoipa::path(get, path = "/metrics", operation_id = "prometheus_metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
 pub async fn render(State(ctx): State<ApiContext>) -> impl IntoResponse {
     prometheus::record_pool(&ctx.db);
     // Sets `job_queue_depth` for the queues this process fills.

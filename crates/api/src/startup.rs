@@ -1,6 +1,6 @@
 //! Building the api from settings: connections, migrations, the router, and serving until shutdown.
 
-use std::sync::Arc;
+use std::{future::IntoFuture, sync::Arc};
 
 use axum::{extract::Request, ServiceExt};
 use pricing_core::{
@@ -14,8 +14,8 @@ use pricing_core::{
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::util::MapRequestLayer;
 use tower::Layer;
-use tower_http::normalize_path::NormalizePathLayer;
 
 /// What every handler can reach: cheap to clone.
 #[derive(Clone)]
@@ -88,14 +88,22 @@ impl Application {
         &self.context
     }
 
-    /// Serves until `shutdown` is cancelled, then finishes the requests in flight.
+    /// Serves until `shutdown` is cancelled, then stops accepting and finishes the requests in flight, for
+    /// at most `SHUTDOWN_TIMEOUT`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
+        let grace = self.context.settings.shutdown_timeout;
         // Trailing slashes are trimmed before routing, so `/api/v1/products/` is `/api/v1/products`.
-        let app = NormalizePathLayer::trim_trailing_slash().layer(crate::routes::router(self.context));
-        axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
+        let app = MapRequestLayer::new(crate::routes::trim_trailing_slash)
+            .layer(crate::routes::router(self.context));
+        let server = axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        if let Some(served) =
+            pricing_core::shutdown::within_grace(&shutdown, grace, server.into_future()).await
+        {
+            served?;
+        }
+        tracing::info!("pricing-api stopped");
         Ok(())
     }
 }

@@ -4,10 +4,10 @@
 //! order, each arrive as one tree of spans rooted at the caller's span. Also: no endpoint, no export; a
 //! collector that never answers does not slow requests.
 
+mod processes;
+
 use std::{
     net::TcpListener as StdListener,
-    path::Path,
-    process::{Child, Command},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -17,13 +17,13 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
     common::v1::any_value::Value as AnyValue,
 };
+use processes::{Stack, TOKEN};
 use prost::Message;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const ORDER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
-const TOKEN: &str = "tracing-test-token";
 
 #[derive(Debug, Clone)]
 struct ReceivedSpan {
@@ -84,101 +84,13 @@ async fn start_receiver() -> (String, Received) {
     (addr, received)
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The three binaries, killed when dropped.
-struct Stack {
-    children: Vec<Child>,
-    api: String,
-    database_url: String,
-    /// The api's stdout (JSON log lines).
-    api_log: std::path::PathBuf,
-}
-
-impl Drop for Stack {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn binary(name: &str) -> String {
-    let api = env!("CARGO_BIN_EXE_pricing-api");
-    let path = Path::new(api).with_file_name(name);
-    assert!(path.exists(), "{} is not built: build the workspace (scripts/test.sh does)", path.display());
-    path.to_string_lossy().into_owned()
-}
-
 async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) -> Stack {
-    let base = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/pricing".into());
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let database_url = format!("{}/trace_{id}", base.rsplit_once('/').unwrap().0);
-    let api_port = free_port();
-    let env: Vec<(&str, String)> = vec![
-        ("DATABASE_URL", database_url.clone()),
-        ("REDIS_KEY_PREFIX", format!("trace:{id}")),
-        ("API_ADDR", format!("127.0.0.1:{api_port}")),
-        ("WORKER_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("LISTENER_ADDR", format!("127.0.0.1:{}", free_port())),
-        ("ADMIN_TOKEN", TOKEN.into()),
-        ("ORDER_PROCESSING_DELAY_MS", "5".into()),
-        ("LISTENER_BLOCK_MS", "200".into()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
-        ("RUST_LOG", "info,sqlx=warn".into()),
-        ("LOG_FORMAT", "json".into()),
-    ];
-    let log_dir = std::env::temp_dir().join(format!("trace_{id}"));
-    std::fs::create_dir_all(&log_dir).unwrap();
-    let spawn = |exe: String| {
-        let log = std::fs::File::create(log_dir.join(Path::new(&exe).file_name().unwrap())).unwrap();
-        let mut cmd = Command::new(exe);
-        cmd.stdout(log);
-        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        cmd.envs(otel.iter().map(|(k, v)| (*k, v.as_str()))).spawn().expect("start a binary")
-    };
-    let mut stack = Stack {
-        children: vec![spawn(binary("pricing-api"))],
-        api: format!("http://127.0.0.1:{api_port}"),
-        database_url,
-        api_log: log_dir.join("pricing-api"),
-    };
-    let client = reqwest::Client::new();
-    wait_for(&format!("{}/api/v1/health/ready", stack.api), &client).await;
+    let mut stack = Stack::start("trace", otel).await;
     if with_worker_and_listener {
-        stack.children.push(spawn(binary("pricing-worker")));
-        stack.children.push(spawn(binary("pricing-listener")));
+        stack.spawn("pricing-worker");
+        stack.spawn("pricing-listener");
     }
     stack
-}
-
-async fn wait_for(url: &str, client: &reqwest::Client) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} never answered 200");
-}
-
-async fn create_product(client: &reqwest::Client, api: &str) -> i64 {
-    let product: Value = client
-        .post(format!("{api}/api/v1/products"))
-        .bearer_auth(TOKEN)
-        .json(&json!({ "name": "Traced", "price": 10.0, "stock": 100 }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    product["id"].as_i64().unwrap()
 }
 
 /// Waits until the trace has spans from each of `services` and forms one tree under `root_parent` (a
@@ -226,7 +138,7 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
     let (receiver, received) = start_receiver().await;
     let stack = start_stack(&[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver)], true).await;
     let client = reqwest::Client::new();
-    let id = create_product(&client, &stack.api).await;
+    let id = stack.create_product(100).await;
 
     let res = client
         .post(format!("{}/api/v1/publish-market-event", stack.api))
@@ -251,7 +163,7 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
     assert_eq!(server.name, "POST /api/v1/publish-market-event");
     assert!(server.attributes.iter().any(|(k, _)| k == "http.response.status_code"), "{server:?}");
     // The handler's log line carries the request id and the trace id: from a log line to the trace.
-    let logs = std::fs::read_to_string(&stack.api_log).unwrap();
+    let logs = stack.log("pricing-api");
     let line = logs.lines().find(|l| l.contains("market event published")).expect("the publish is logged");
     assert!(line.contains("req-traced-1") && line.contains(CALLER_TRACE), "{line}");
     let job = spans
@@ -270,7 +182,6 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
     assert_eq!(res.status(), 201);
     let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"], CALLER_SPAN).await;
     assert_one_tree(&spans, CALLER_SPAN);
-    drop_database(&stack.database_url).await;
 }
 
 #[tokio::test]
@@ -281,7 +192,7 @@ async fn without_an_endpoint_nothing_is_exported_and_a_dead_collector_slows_noth
     let quiet =
         start_stack(&[("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", format!("{receiver}/v1/traces"))], false).await;
     let client = reqwest::Client::new();
-    let id = create_product(&client, &quiet.api).await;
+    let id = quiet.create_product(100).await;
     for _ in 0..20 {
         client
             .post(format!("{}/api/v1/price", quiet.api))
@@ -292,13 +203,13 @@ async fn without_an_endpoint_nothing_is_exported_and_a_dead_collector_slows_noth
     }
     tokio::time::sleep(Duration::from_millis(500)).await; // several export periods: nothing may arrive
     assert!(received.lock().unwrap().is_empty(), "spans were exported with no endpoint set");
-    drop_database(&quiet.database_url).await;
+    drop(quiet);
 
     // A collector that accepts connections and never answers.
     let dead = StdListener::bind("127.0.0.1:0").unwrap();
     let dead_addr = format!("http://{}", dead.local_addr().unwrap());
     let stack = start_stack(&[("OTEL_EXPORTER_OTLP_ENDPOINT", dead_addr)], false).await;
-    let id = create_product(&client, &stack.api).await;
+    let id = stack.create_product(100).await;
     let mut slowest = Duration::ZERO;
     for _ in 0..200 {
         let started = Instant::now();
@@ -331,14 +242,4 @@ async fn without_an_endpoint_nothing_is_exported_and_a_dead_collector_slows_noth
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .expect("otel_spans_dropped_total is exported");
     assert!(dropped > 0.0, "a full export queue drops spans and counts them: {dropped}");
-    drop_database(&stack.database_url).await;
-}
-
-async fn drop_database(database_url: &str) {
-    use sqlx::Connection;
-    let (server, name) = database_url.rsplit_once('/').unwrap();
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
-    }
 }

@@ -75,10 +75,49 @@ pub struct Settings {
     pub listener_claim_idle: Duration,
     /// A `received` event not applied this long after it was appended is appended again (Redis lost it).
     pub listener_resend_after: Duration,
+    /// Limits on what one request may ask (422 or 413 beyond them); see [`Limits`].
+    pub limits: Limits,
+    /// Browser origins allowed to call the api (CORS); empty: no CORS headers, browsers on other origins are refused.
+    pub cors_origins: Vec<String>,
+    /// After SIGTERM, how long a process finishes the work in hand before it exits anyway.
+    pub shutdown_timeout: Duration,
     /// `RUST_LOG`-style filter.
     pub log_filter: String,
     /// `json` for one JSON object per line, anything else for human-readable logs.
     pub log_format: String,
+}
+
+/// What one request may ask. Every cap answers with a JSON error naming it, and none is hidden in a handler.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body (413 beyond it).
+    pub max_body_bytes: usize,
+    /// A request not answered within this gets a 503 (an order it started may still commit: retry it with
+    /// the same `Idempotency-Key`).
+    pub request_timeout: Duration,
+    /// Longest wait for a PostgreSQL connection from the pool before a 503, so an outage never hangs a request.
+    pub database_acquire_timeout: Duration,
+    /// Largest `page_size` of any list.
+    pub max_page_size: i64,
+    /// Most lines one order may have.
+    pub max_order_items: usize,
+    /// Largest quantity one order line may ask for.
+    pub max_quantity: i32,
+    /// Longest free text (names, categories, user ids, searches), in characters: at most 255, the columns'
+    /// own limit.
+    pub max_text_len: usize,
+}
+
+impl Limits {
+    /// The caps the schema itself enforces cannot be raised, and none may be zero.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((1..=255).contains(&self.max_text_len), "MAX_TEXT_LEN must be between 1 and 255");
+        anyhow::ensure!(self.max_page_size >= 1, "MAX_PAGE_SIZE must be at least 1");
+        anyhow::ensure!(self.max_order_items >= 1, "MAX_ORDER_ITEMS must be at least 1");
+        anyhow::ensure!(self.max_quantity >= 1, "MAX_ORDER_QUANTITY must be at least 1");
+        anyhow::ensure!(self.max_body_bytes >= 1024, "MAX_BODY_BYTES must be at least 1024");
+        Ok(())
+    }
 }
 
 /// Every environment variable `from_env` reads. A test checks `.env.example` and `docker-compose.yml` list
@@ -120,6 +159,15 @@ pub const ENV_VARS: &[&str] = &[
     "LISTENER_BLOCK_MS",
     "LISTENER_CLAIM_IDLE_MS",
     "LISTENER_RESEND_AFTER_MS",
+    "MAX_BODY_BYTES",
+    "REQUEST_TIMEOUT_MS",
+    "DATABASE_ACQUIRE_TIMEOUT_MS",
+    "MAX_PAGE_SIZE",
+    "MAX_ORDER_ITEMS",
+    "MAX_ORDER_QUANTITY",
+    "MAX_TEXT_LEN",
+    "CORS_ORIGINS",
+    "SHUTDOWN_TIMEOUT",
     "RUST_LOG",
     "LOG_FORMAT",
 ];
@@ -130,6 +178,12 @@ pub const DEFAULT_LOCATIONS: &str = "NY=1.10,CA=1.08,WA=1.05,MA=1.05,IL=1.02,TX=
 impl Settings {
     /// Reads every setting from the environment, falling back to the documented defaults.
     pub fn from_env() -> anyhow::Result<Self> {
+        let settings = Self::read_env()?;
+        settings.limits.check()?;
+        Ok(settings)
+    }
+
+    fn read_env() -> anyhow::Result<Self> {
         Ok(Self {
             database_url: var("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/pricing"),
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 20)?,
@@ -167,6 +221,21 @@ impl Settings {
             listener_block: Duration::from_millis(parse("LISTENER_BLOCK_MS", 1_000)?),
             listener_claim_idle: Duration::from_millis(parse("LISTENER_CLAIM_IDLE_MS", 15_000)?),
             listener_resend_after: Duration::from_millis(parse("LISTENER_RESEND_AFTER_MS", 5_000)?),
+            limits: Limits {
+                max_body_bytes: parse("MAX_BODY_BYTES", 64 * 1024)?,
+                request_timeout: Duration::from_millis(parse("REQUEST_TIMEOUT_MS", 10_000)?),
+                database_acquire_timeout: Duration::from_millis(parse("DATABASE_ACQUIRE_TIMEOUT_MS", 5_000)?),
+                max_page_size: parse("MAX_PAGE_SIZE", 100)?,
+                max_order_items: parse("MAX_ORDER_ITEMS", 100)?,
+                max_quantity: parse("MAX_ORDER_QUANTITY", 10_000)?,
+                max_text_len: parse("MAX_TEXT_LEN", 255)?,
+            },
+            cors_origins: var("CORS_ORIGINS", "")
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            shutdown_timeout: Duration::from_secs(parse("SHUTDOWN_TIMEOUT", 25)?),
             log_filter: var("RUST_LOG", "info,sqlx=warn"),
             log_format: var("LOG_FORMAT", "text"),
         })

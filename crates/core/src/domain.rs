@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Product {
     pub id: i64,
     pub sku: String,
@@ -37,7 +37,7 @@ pub struct ProductChanges {
     pub stock: Option<i32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OrderStatus {
     Pending,
@@ -78,7 +78,7 @@ impl TryFrom<String> for OrderStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderItem {
     pub product_id: i64,
     pub quantity: i32,
@@ -88,7 +88,7 @@ pub struct OrderItem {
 }
 
 /// Why a line costs what it costs: an honoured quote, or the current dynamic price at the sale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PriceBasis {
     Quote,
@@ -139,6 +139,27 @@ pub enum ProductRef {
     Id(i64),
     Sku(String),
 }
+
+/// In the API description: a positive integer id, or a SKU.
+impl utoipa::PartialSchema for ProductRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(Some(1))
+                    .max_length(Some(MAX_SKU_LEN)),
+            )
+            .description(Some("A product id, or its SKU"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProductRef {}
 
 /// In JSON a product is named by its id (a positive integer, or digits in a string) or by its SKU.
 impl<'de> Deserialize<'de> for ProductRef {
@@ -239,7 +260,7 @@ impl OrderStats {
 }
 
 /// A page of results and the numbers a client needs to walk the rest.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub total: i64,
@@ -257,7 +278,7 @@ impl<T> Page<T> {
 
 /// Which products a recalculation or a market event covers: these ids and these categories; neither means
 /// every product.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProductScope {
     #[serde(default)]
     pub product_ids: Vec<i64>,

@@ -76,7 +76,7 @@ pub struct MarketEvent {
 }
 
 /// An event as sent, every field optional and unchecked; `validate` makes it a `MarketEvent`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct MarketEventDraft {
     pub event_id: Option<String>,
     pub event_type: Option<String>,
@@ -88,6 +88,7 @@ pub struct MarketEventDraft {
     pub traceparent: Option<String>,
     /// Fields this service does not know (the api refuses them; the listener ignores them).
     #[serde(flatten)]
+    #[schema(ignore)]
     pub unknown: HashMap<String, serde_json::Value>,
 }
 

@@ -116,7 +116,8 @@ impl Listener {
         self.state.clone()
     }
 
-    /// Runs every loop until `shutdown` is cancelled; the consumer finishes the batch in hand first.
+    /// Runs every loop until `shutdown` is cancelled; the consumer finishes the batch in hand first (for at
+    /// most `SHUTDOWN_TIMEOUT`: a batch cut off is not acknowledged, so another listener claims it).
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let s = &self.state.settings;
         tracing::info!(addr = %self.http.local_addr()?, batch = s.listener_batch_size, "pricing-listener started");
@@ -127,8 +128,10 @@ impl Listener {
             tokio::spawn(resend_lost(self.state.clone(), shutdown.clone())),
             tokio::spawn(http::serve(self.http, self.state.clone(), shutdown.clone())),
         ];
-        for task in tasks {
-            task.await?;
+        let grace = s.shutdown_timeout;
+        let all = futures::future::join_all(tasks);
+        if let Some(results) = pricing_core::shutdown::within_grace(&shutdown, grace, all).await {
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
         }
         tracing::info!("pricing-listener stopped");
         Ok(())

@@ -15,5 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let _cli: Cli = cli::parse();
     let settings = Settings::from_env()?;
     let _telemetry = telemetry::init("pricing-worker", &settings.log_filter, &settings.log_format);
-    Worker::build(settings).await?.run_until_stopped(shutdown::signal()).await
+    // Listening for SIGTERM before the connections are made: a stop during start-up is a clean exit too.
+    let shutdown = shutdown::signal();
+    Worker::build(settings).await?.run_until_stopped(shutdown).await
 }

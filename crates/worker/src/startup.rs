@@ -8,7 +8,7 @@ use apalis::prelude::*;
 use pricing_core::{
     cache::Cache,
     jobs::{self, JobOutcome, OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
-    Backends, Settings,
+    shutdown, Backends, Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -110,8 +110,14 @@ impl Worker {
             }
         });
         let http = tokio::spawn(crate::http::serve(self.http, self.db, self.cache, shutdown.clone()));
-        tokio::join!(orders, recalculations);
-        let _ = tokio::join!(sweeper, http);
+        // apalis stops fetching on shutdown and drains the jobs in flight; whatever SHUTDOWN_TIMEOUT cuts off
+        // stays `processing`/`running` in PostgreSQL and is re-enqueued by a sweeper.
+        let grace = self.settings.shutdown_timeout;
+        shutdown::within_grace(&shutdown, grace, async {
+            tokio::join!(orders, recalculations);
+            let _ = tokio::join!(sweeper, http);
+        })
+        .await;
         tracing::info!("pricing-worker stopped");
         Ok(())
     }

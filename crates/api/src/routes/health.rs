@@ -1,56 +1,100 @@
 //! Liveness, readiness (PostgreSQL and Redis both answer) and cache statistics.
 
-use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
-use serde_json::json;
+use axum::{extract::State, http::StatusCode, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{error::ApiResult, ApiContext};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/", get(health)).route("/ready", get(ready)).route("/cache/stats", get(cache_stats))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(cache_stats))
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "healthy" }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Health {
+    status: &'static str,
 }
 
-async fn ready(State(ctx): State<ApiContext>) -> impl IntoResponse {
-    let timeout = std::time::Duration::from_secs(2);
-    let postgres = tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&ctx.db)).await;
-    let redis = tokio::time::timeout(timeout, ctx.cache.ping()).await;
-    let postgres_ok = matches!(postgres, Ok(Ok(_)));
-    let redis_ok = matches!(redis, Ok(Ok(_)));
+/// The process is up (it checks nothing else).
+#[utoipa::path(get, path = "", operation_id = "health", tag = "health", responses((status = 200, description = "Alive", body = Health)))]
+async fn health() -> Json<Health> {
+    Json(Health { status: "healthy" })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct Readiness {
+    /// `ready` or `unavailable`.
+    status: &'static str,
+    /// Which backing services are down, when any is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    checks: Checks,
+}
+
+/// Each backing service: `ok` or `unavailable`.
+#[derive(Debug, Serialize, ToSchema)]
+struct Checks {
+    postgres: &'static str,
+    redis: &'static str,
+}
+
+/// Ready when PostgreSQL and Redis both answer within a second; 503 naming the one that does not.
+#[utoipa::path(get, path = "/ready", operation_id = "readiness", tag = "health", responses(
+    (status = 200, description = "Ready", body = Readiness),
+    (status = 503, description = "A backing service is down", body = Readiness)))]
+async fn ready(State(ctx): State<ApiContext>) -> (StatusCode, Json<Readiness>) {
+    // Well inside the 2 s an orchestrator allows, so an outage shows as 503 rather than a probe timeout.
+    let timeout = std::time::Duration::from_secs(1);
+    let (postgres, redis) = tokio::join!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&ctx.db)),
+        tokio::time::timeout(timeout, ctx.cache.ping()),
+    );
+    let (postgres_ok, redis_ok) = (matches!(postgres, Ok(Ok(_))), matches!(redis, Ok(Ok(_))));
     let state = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let checks = json!({ "postgres": state(postgres_ok), "redis": state(redis_ok) });
+    let checks = Checks { postgres: state(postgres_ok), redis: state(redis_ok) };
     if postgres_ok && redis_ok {
-        (StatusCode::OK, Json(json!({ "status": "ready", "checks": checks })))
-    } else {
-        let down: Vec<&str> = [("PostgreSQL", postgres_ok), ("Redis", redis_ok)]
-            .into_iter()
-            .filter(|(_, ok)| !ok)
-            .map(|(name, _)| name)
-            .collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(
-                json!({ "status": "unavailable", "detail": format!("{} not answering", down.join(" and ")), "checks": checks }),
-            ),
-        )
+        return (StatusCode::OK, Json(Readiness { status: "ready", detail: None, checks }));
     }
+    let down: Vec<&str> = [("PostgreSQL", postgres_ok), ("Redis", redis_ok)]
+        .into_iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(name, _)| name)
+        .collect();
+    let detail = Some(format!("{} not answering", down.join(" and ")));
+    (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "unavailable", detail, checks }))
 }
 
-async fn cache_stats(State(ctx): State<ApiContext>) -> ApiResult<Json<serde_json::Value>> {
-    let (connected_clients, used_memory) = ctx.cache.server_info().await?;
+#[derive(Debug, Serialize, ToSchema)]
+struct CacheStats {
+    connected_clients: u64,
+    used_memory_bytes: u64,
+    /// Keys under this service's prefix, counted up to 100,000.
+    keys: u64,
+    keys_truncated: bool,
+    key_prefix: String,
+    /// Cached product reads since this process started.
+    hits: u64,
+    misses: u64,
+    hit_rate: f64,
+}
+
+/// Redis's view of this service's cache.
+#[utoipa::path(get, path = "/cache/stats", operation_id = "cache_stats", tag = "health",
+    responses((status = 200, description = "Statistics", body = CacheStats)))]
+async fn cache_stats(State(ctx): State<ApiContext>) -> ApiResult<Json<CacheStats>> {
+    let (connected_clients, used_memory_bytes) = ctx.cache.server_info().await?;
     let (hits, misses) = ctx.cache.lookup_counts();
     let (keys, keys_truncated) = ctx.cache.count_keys(100_000).await?;
     let lookups = hits + misses;
-    Ok(Json(json!({
-        "connected_clients": connected_clients,
-        "used_memory_bytes": used_memory,
-        "keys": keys,
-        "keys_truncated": keys_truncated,
-        "key_prefix": ctx.cache.keys.prefix(),
-        "hits": hits,
-        "misses": misses,
-        "hit_rate": if lookups > 0 { hits as f64 / lookups as f64 } else { 0.0 },
-    })))
+    Ok(Json(CacheStats {
+        connected_clients,
+        used_memory_bytes,
+        keys,
+        keys_truncated,
+        key_prefix: ctx.cache.keys.prefix().to_string(),
+        hits,
+        misses,
+        hit_rate: if lookups > 0 { hits as f64 / lookups as f64 } else { 0.0 },
+    }))
 }

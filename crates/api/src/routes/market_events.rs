@@ -7,8 +7,6 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
-    routing::{get, post},
-    Router,
 };
 use pricing_core::{
     db::market_events::{self, MarketEventRecord, STATUSES},
@@ -16,21 +14,29 @@ use pricing_core::{
     events::{MarketEvent, MarketEventDraft},
     telemetry,
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Admin,
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
     extract::{page_params, Query},
     ApiContext, ApiError,
 };
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/publish-market-event", post(publish))
-        .route("/market-events", get(list))
-        .route("/market-events/{event_id}", get(read))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(publish)).routes(routes!(list)).routes(routes!(read))
+}
+
+/// An event accepted: recorded, and appended to the stream the listener reads.
+#[derive(Debug, Serialize, ToSchema)]
+struct EventAccepted {
+    status: &'static str,
+    event_id: String,
+    /// The Redis stream, and the channel it is announced on.
+    stream: String,
+    channel: String,
 }
 
 /// Reads the optional body: none, empty or `null` is a full recalculation, as the old service had it.
@@ -50,6 +56,11 @@ fn draft_from(body: &Bytes) -> ApiResult<MarketEventDraft> {
     Ok(draft)
 }
 
+/// Publishes a market event (no body: a full recalculation). Retrying with the same `event_id` publishes nothing new.
+#[utoipa::path(post, path = "/publish-market-event", operation_id = "publish_market_event", tag = "market events",
+    request_body(content = Option<MarketEventDraft>, description = "The event; every field optional"),
+    security(("bearer" = [])),
+    responses((status = 202, description = "Accepted", body = EventAccepted)))]
 async fn publish(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -75,15 +86,20 @@ async fn publish(
     let stream = ctx.cache.keys.market_events();
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "status": "Event published",
-            "event_id": event.event_id,
-            "stream": stream,
-            "channel": stream,
-        })),
+        axum::Json(EventAccepted {
+            status: "Event published",
+            event_id: event.event_id,
+            channel: stream.clone(),
+            stream,
+        }),
     ))
 }
 
+/// What became of one event.
+#[utoipa::path(get, path = "/market-events/{event_id}", operation_id = "get_market_event", tag = "market events",
+    params(("event_id" = String, Path, max_length = 200, description = "The event's id")),
+    responses((status = 200, description = "The event", body = MarketEventRecord),
+              (status = 404, description = "No such event", body = ErrorBody)))]
 async fn read(
     State(ctx): State<ApiContext>,
     Path(event_id): Path<String>,
@@ -94,18 +110,25 @@ async fn read(
     Ok(axum::Json(market_events::get(&ctx.db, &event_id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// received, applied or dead_letter.
     status: Option<String>,
+    /// From 1.
     page: Option<i64>,
+    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     page_size: Option<i64>,
 }
 
+/// Events, newest first.
+#[utoipa::path(get, path = "/market-events", operation_id = "list_market_events", tag = "market events", params(ListParams),
+    responses((status = 200, description = "A page of events", body = Page<MarketEventRecord>)))]
 async fn list(
     State(ctx): State<ApiContext>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<MarketEventRecord>>> {
-    let (page, page_size) = page_params(params.page, params.page_size)?;
+    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
     let status = params.status.as_deref().filter(|s| !s.is_empty());
     if let Some(status) = status.filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::Validation(format!(

@@ -1,4 +1,6 @@
-//! The router: one module per resource, merged here with the JSON fallbacks and request tracing.
+//! The router: one module per resource, each registering its handlers with their API description
+//! (`utoipa_axum::routes!`), merged here with the description and docs page, the JSON fallbacks, the
+//! limits and request tracing.
 
 mod health;
 mod market_events;
@@ -7,33 +9,44 @@ mod price;
 mod products;
 mod tasks;
 
-use axum::{http::StatusCode, response::IntoResponse, routing::get, Json, Router};
-use serde_json::json;
+use axum::{
+    extract::Request,
+    http::{StatusCode, Uri},
+    response::IntoResponse,
+    Json, Router,
+};
+use serde::Serialize;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
     trace::TraceLayer,
 };
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{request_trace, ApiContext, ApiError};
+use crate::{error::ErrorBody, openapi, request_trace, ApiContext, ApiError};
 
 pub fn router(ctx: ApiContext) -> Router {
-    let api_v1 = Router::new()
+    let settings = ctx.settings.clone();
+    let api_v1 = OpenApiRouter::new()
         .nest("/products", products::router())
         .nest("/orders", orders::router())
         .nest("/health", health::router())
         .nest("/price", price::router())
         .merge(tasks::router())
         .merge(market_events::router());
-    Router::new()
-        .route("/", get(index))
-        .route("/metrics", get(crate::metrics::render))
-        .route("/openapi.json", get(openapi))
+    let (routes, api) = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(index))
+        .routes(routes!(crate::metrics::render))
         .nest("/api/v1", api_v1)
+        .split_for_parts();
+    let routes = routes
         // The older order service's clients call /orders/... directly.
-        .nest("/orders", orders::router())
+        .nest("/orders", orders::router().into())
+        .merge(openapi::docs(openapi::finish(api, "/api/v1/orders", "/orders")))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    crate::limits::apply(routes, &settings)
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             TraceLayer::new_for_http()
@@ -44,23 +57,48 @@ pub fn router(ctx: ApiContext) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(|_| {
-            (StatusCode::INTERNAL_SERVER_ERROR, Json(json!({ "detail": "Internal server error" })))
-                .into_response()
+            let body = ErrorBody { detail: "Internal server error".into(), ..Default::default() };
+            (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
         }))
         .with_state(ctx)
 }
 
-async fn index() -> Json<serde_json::Value> {
-    Json(json!({
-        "name": "Pricing Engine",
-        "version": env!("CARGO_PKG_VERSION"),
-        "docs": "/openapi.json",
-    }))
+/// Trims a trailing slash before routing, so `/api/v1/products/` is `/api/v1/products`; the docs page's
+/// own paths (`/docs/`, its assets) are left alone.
+pub fn trim_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') && !path.starts_with(openapi::DOCS_PATH) {
+        let trimmed = path.trim_end_matches('/');
+        let trimmed = if trimmed.is_empty() { "/" } else { trimmed };
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_string(),
+        };
+        if let Ok(uri) = rebuilt.parse::<Uri>() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
 }
 
-/// The OpenAPI description of this api (kept beside the code in `crates/api/openapi.json`).
-async fn openapi() -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../openapi.json"))
+#[derive(Debug, Serialize, ToSchema)]
+struct Index {
+    name: &'static str,
+    version: &'static str,
+    /// The API description, and its interactive page.
+    openapi: &'static str,
+    docs: &'static str,
+}
+
+/// What this service is, and where its description is.
+#[utoipa::path(get, path = "/", operation_id = "service_index", tag = "health", responses((status = 200, description = "The service", body = Index)))]
+async fn index() -> Json<Index> {
+    Json(Index {
+        name: "Pricing Engine",
+        version: env!("CARGO_PKG_VERSION"),
+        openapi: openapi::SPEC_PATH,
+        docs: openapi::DOCS_PATH,
+    })
 }
 
 async fn not_found() -> ApiError {
@@ -68,5 +106,6 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
-    (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "detail": "Method not allowed" })))
+    let body = ErrorBody { detail: "Method not allowed".into(), ..Default::default() };
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body))
 }

@@ -5,11 +5,10 @@ use axum::{
     extract::State,
     http::{HeaderMap, HeaderName, StatusCode},
     response::IntoResponse,
-    routing::{get, post},
-    Router,
 };
 use chrono::{DateTime, Utc};
 use pricing_core::{
+    config::Limits,
     db::orders,
     domain::{Order, OrderItem, OrderStatus, Page, ProductRef},
     money,
@@ -17,33 +16,30 @@ use pricing_core::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
     extract::{page_params, text_field, Id, Json, Query},
     ApiContext, ApiError,
 };
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(list).post(create))
-        .route("/metrics", get(metrics))
-        .route("/queue", get(queue_status))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(metrics))
+        .routes(routes!(queue_status))
         // The older service's name for the queue view.
-        .route("/status", get(queue_status))
-        .route("/{id}", get(read))
-        .route("/{id}/status", get(status))
-        .route("/{id}/cancel", post(cancel))
+        .routes(routes!(queue_status_legacy))
+        .routes(routes!(read))
+        .routes(routes!(status))
+        .routes(routes!(cancel))
 }
-
-/// The most lines one order may have, and the quantity one line may ask for.
-const MAX_LINES: usize = 100;
-const QUANTITY_RANGE: std::ops::RangeInclusive<i32> = 1..=10_000;
 
 /// All three request shapes clients send: `{product_id, quantity}`, `{user_id, items: [...]}`, and the
 /// older service's `{user_id, item_ids: [...], total_amount}`.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrder {
     user_id: Option<String>,
@@ -63,7 +59,7 @@ struct CreateOrder {
     total_amount: Option<Decimal>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LineInput {
     product_id: ProductRef,
@@ -75,11 +71,12 @@ struct LineInput {
 impl CreateOrder {
     /// Checks the request's shape and bounds; the pricing rules are the order use case's. `key` is the
     /// `Idempotency-Key` header, if sent.
-    fn validate(self, key: Option<&str>) -> ApiResult<OrderRequest> {
+    fn validate(self, key: Option<&str>, limits: &Limits) -> ApiResult<OrderRequest> {
         // The request as parsed (ids and SKUs as sent, amounts as numbers): the same order sent twice
         // hashes the same however its JSON was spaced or ordered.
         let canonical = serde_json::to_string(&self).expect("an order request serializes");
-        let user_id = self.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
+        let user_id =
+            self.user_id.as_deref().map(|u| text_field("user_id", u, 1, limits.max_text_len)).transpose()?;
         let forms = [self.product_id.is_some(), self.items.is_some(), self.item_ids.is_some()];
         if forms.iter().filter(|f| **f).count() != 1 {
             return Err(ApiError::Validation(
@@ -116,16 +113,14 @@ impl CreateOrder {
         if lines.is_empty() {
             return Err(ApiError::Validation("an order needs at least one item".into()));
         }
-        if lines.len() > MAX_LINES {
-            return Err(ApiError::Validation(format!("an order may have at most {MAX_LINES} items")));
+        if lines.len() > limits.max_order_items {
+            let max = limits.max_order_items;
+            return Err(ApiError::Validation(format!("an order may have at most {max} items")));
         }
-        if let Some(l) = lines.iter().find(|l| !QUANTITY_RANGE.contains(&l.quantity)) {
+        if let Some(l) = lines.iter().find(|l| !(1..=limits.max_quantity).contains(&l.quantity)) {
             return Err(ApiError::Validation(format!(
-                "quantity must be between {} and {} (product {}: {})",
-                QUANTITY_RANGE.start(),
-                QUANTITY_RANGE.end(),
-                l.product,
-                l.quantity
+                "quantity must be between 1 and {} (product {}: {})",
+                limits.max_quantity, l.product, l.quantity
             )));
         }
         for price in lines.iter().filter_map(|l| l.expected_unit_price) {
@@ -154,7 +149,7 @@ impl CreateOrder {
 }
 
 /// An order as clients see it; `product_id` and `quantity` are also given for single-item orders.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct OrderResponse {
     id: i64,
     user_id: Option<String>,
@@ -197,13 +192,22 @@ impl From<Order> for OrderResponse {
 /// Buys: the order use case resolves and prices the lines, runs the sale and enqueues the wake-up job;
 /// this answers 201 with the order `pending`. With an `Idempotency-Key` a retry gets the first order back
 /// (201, the same body, `Idempotent-Replayed: true`) and buys nothing.
+#[utoipa::path(post, path = "", operation_id = "create_order", tag = "orders", request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255,
+            description = "Retry-safe key: the same key and body replay the first order")),
+    responses(
+        (status = 201, description = "Placed (or replayed)", body = OrderResponse,
+         headers(("Idempotent-Replayed" = String, description = "true when this is the first order, replayed"))),
+        (status = 400, description = "Not enough stock", body = ErrorBody),
+        (status = 404, description = "No such product", body = ErrorBody),
+        (status = 409, description = "The price changed since the customer saw it", body = ErrorBody)))]
 async fn create(
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
-    let placed = ctx.orders.place(body.validate(key)?).await?;
+    let placed = ctx.orders.place(body.validate(key, &ctx.settings.limits)?).await?;
     let replayed = [(IDEMPOTENT_REPLAYED, if placed.replayed { "true" } else { "false" })];
     Ok((StatusCode::CREATED, replayed, axum::Json(OrderResponse::from(placed.order))))
 }
@@ -225,32 +229,54 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     }
 }
 
+#[utoipa::path(get, path = "/{id}", operation_id = "get_order", tag = "orders", params(("id" = i64, Path, minimum = 1, description = "The order id")),
+    responses((status = 200, description = "The order", body = OrderResponse),
+              (status = 404, description = "No such order", body = ErrorBody)))]
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
     Ok(axum::Json(orders::get(&ctx.db, id).await?.into()))
 }
 
-async fn status(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<serde_json::Value>> {
-    let order = orders::get(&ctx.db, id).await?;
-    Ok(axum::Json(json!({
-        "order_id": order.id,
-        "status": order.status,
-        "created_at": order.created_at,
-        "updated_at": order.updated_at,
-    })))
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderStatusView {
+    order_id: i64,
+    status: OrderStatus,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Deserialize)]
+/// An order's status only.
+#[utoipa::path(get, path = "/{id}/status", operation_id = "get_order_status", tag = "orders", params(("id" = i64, Path, minimum = 1, description = "The order id")),
+    responses((status = 200, description = "Its status", body = OrderStatusView),
+              (status = 404, description = "No such order", body = ErrorBody)))]
+async fn status(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderStatusView>> {
+    let order = orders::get(&ctx.db, id).await?;
+    Ok(axum::Json(OrderStatusView {
+        order_id: order.id,
+        status: order.status,
+        created_at: order.created_at,
+        updated_at: order.updated_at,
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// From 1.
     page: Option<i64>,
+    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     page_size: Option<i64>,
+    /// pending, processing, completed, failed or cancelled.
     status: Option<String>,
 }
 
+/// Orders, newest first.
+#[utoipa::path(get, path = "", operation_id = "list_orders", tag = "orders", params(ListParams),
+    responses((status = 200, description = "A page of orders", body = Page<OrderResponse>)))]
 async fn list(
     State(ctx): State<ApiContext>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<OrderResponse>>> {
-    let (page, page_size) = page_params(params.page, params.page_size)?;
+    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
     let status = params
         .status
         .as_deref()
@@ -271,32 +297,67 @@ async fn list(
     )))
 }
 
+/// Cancels a `pending` order and gives its stock back.
+#[utoipa::path(post, path = "/{id}/cancel", operation_id = "cancel_order", tag = "orders", params(("id" = i64, Path, minimum = 1, description = "The order id")),
+    responses((status = 200, description = "Cancelled", body = OrderResponse),
+              (status = 404, description = "No such order", body = ErrorBody),
+              (status = 409, description = "No longer pending", body = ErrorBody)))]
 async fn cancel(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<OrderResponse>> {
     Ok(axum::Json(ctx.orders.cancel(id).await?.into()))
 }
 
-async fn metrics(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<serde_json::Value>> {
+#[derive(Debug, Serialize, ToSchema)]
+struct OrderMetrics {
+    average_processing_time_seconds: f64,
+    /// Orders per status.
+    order_status_counts: std::collections::BTreeMap<String, i64>,
+    total_processed: i64,
+}
+
+/// Order counts per status and the average processing time.
+#[utoipa::path(get, path = "/metrics", operation_id = "order_metrics", tag = "orders",
+    responses((status = 200, description = "The figures", body = OrderMetrics)))]
+async fn metrics(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<OrderMetrics>> {
     let stats = orders::stats(&ctx.db).await?;
-    let counts: serde_json::Map<String, serde_json::Value> =
-        stats.counts.iter().map(|(s, n)| (s.as_str().to_string(), json!(n))).collect();
-    Ok(axum::Json(json!({
-        "average_processing_time_seconds": stats.average_processing_time_seconds,
-        "order_status_counts": counts,
-        "total_processed": stats.total_processed(),
-    })))
+    Ok(axum::Json(OrderMetrics {
+        average_processing_time_seconds: stats.average_processing_time_seconds,
+        order_status_counts: stats.counts.iter().map(|(s, n)| (s.as_str().to_string(), *n)).collect(),
+        total_processed: stats.total_processed(),
+    }))
 }
 
 /// What is waiting: orders still `pending` (the truth, from PostgreSQL), the first ten in line, and the
 /// depth of the Redis wake-up queue.
-async fn queue_status(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/queue", operation_id = "order_queue", tag = "orders",
+    responses((status = 200, description = "The queue", body = QueueStatus)))]
+async fn queue_status(State(ctx): State<ApiContext>) -> ApiResult<axum::Json<QueueStatus>> {
     let stats = orders::stats(&ctx.db).await?;
-    let pending = orders::oldest_pending(&ctx.db, 10).await?;
+    let pending_orders = orders::oldest_pending(&ctx.db, 10).await?;
     let redis_queue_depth = ctx.order_queue.depth().await.ok();
-    Ok(axum::Json(json!({
-        "queue_length": stats.count(OrderStatus::Pending),
-        "pending_orders": pending,
-        "total_processed": stats.total_processed(),
-        "processing": stats.count(OrderStatus::Processing),
-        "redis_queue_depth": redis_queue_depth,
-    })))
+    Ok(axum::Json(QueueStatus {
+        queue_length: stats.count(OrderStatus::Pending),
+        pending_orders,
+        total_processed: stats.total_processed(),
+        processing: stats.count(OrderStatus::Processing),
+        redis_queue_depth,
+    }))
+}
+
+/// The queue view under the older service's name.
+#[utoipa::path(get, path = "/status", operation_id = "order_queue_old_name", tag = "orders",
+    responses((status = 200, description = "The queue", body = QueueStatus)))]
+async fn queue_status_legacy(ctx: State<ApiContext>) -> ApiResult<axum::Json<QueueStatus>> {
+    queue_status(ctx).await
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+struct QueueStatus {
+    /// Orders still `pending` (from PostgreSQL).
+    queue_length: i64,
+    /// The first ten in line.
+    pending_orders: Vec<i64>,
+    total_processed: i64,
+    processing: i64,
+    /// Wake-up jobs in the Redis queue; absent when Redis does not answer.
+    redis_queue_depth: Option<u64>,
 }

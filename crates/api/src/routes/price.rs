@@ -1,21 +1,23 @@
 //! `POST /api/v1/price`: a price quote for one product and one shopper, answered from the cached pricing
 //! state when there is one. The quote is stored until `valid_until` so an order can honour it.
 
-use axum::{extract::State, routing::post, Router};
+use axum::extract::State;
 use pricing_core::{domain::ProductRef, pricing::PriceDetail};
 use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
     extract::{text_field, Json},
     ApiContext,
 };
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/", post(quote))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(quote))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PriceRequest {
     product_id: ProductRef,
@@ -27,6 +29,10 @@ struct PriceRequest {
     user_id: Option<String>,
 }
 
+/// Quotes a product's price for one shopper; the `quote_id` lets an order pay exactly this price.
+#[utoipa::path(post, path = "", operation_id = "quote_price", tag = "pricing", request_body = PriceRequest,
+    responses((status = 200, description = "The quote", body = PriceDetail),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 async fn quote(
     State(ctx): State<ApiContext>,
     Json(body): Json<PriceRequest>,
@@ -34,7 +40,11 @@ async fn quote(
     if let Some(location) = body.user_location.as_deref() {
         text_field("user_location", location, 0, 32)?;
     }
-    let user_id = body.user_id.as_deref().map(|u| text_field("user_id", u, 1, 255)).transpose()?;
+    let user_id = body
+        .user_id
+        .as_deref()
+        .map(|u| text_field("user_id", u, 1, ctx.settings.limits.max_text_len))
+        .transpose()?;
     let shopper = ctx.pricing.shopper(body.user_location.as_deref(), body.is_prime_member);
     Ok(axum::Json(ctx.pricing.quote(&body.product_id, &shopper, user_id.as_deref()).await?))
 }

@@ -5,11 +5,10 @@ use axum::{
     extract::State,
     http::{HeaderName, StatusCode},
     response::IntoResponse,
-    routing::get,
-    Router,
 };
 use pricing_core::{
     cache::Lookup,
+    config::Limits,
     db::products,
     domain::{self, NewProduct, Page, Product, ProductChanges},
     money,
@@ -17,32 +16,37 @@ use pricing_core::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Admin,
-    error::ApiResult,
+    error::{ApiResult, ErrorBody},
     extract::{page_params, text_field, Id, Json, Query},
     ApiContext, ApiError,
 };
 
-pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(list).post(create))
-        .route("/{id}", get(read).put(update).delete(remove))
-        .route("/{id}/cached", get(read_cached))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(read_cached))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateProduct {
+    /// Letters, digits, `-`, `_` or `.`, not digits only; generated when absent.
     sku: Option<String>,
     name: String,
+    /// `general` when absent.
     category: Option<String>,
+    /// The list price the pricing model starts from.
     price: Decimal,
     stock: i32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProduct {
     name: Option<String>,
@@ -51,19 +55,24 @@ struct UpdateProduct {
     stock: Option<i32>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// From 1.
     page: Option<i64>,
+    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     page_size: Option<i64>,
+    /// Matches names and SKUs.
     search: Option<String>,
 }
 
-fn check_name(name: &str) -> ApiResult<String> {
-    text_field("name", name, 1, 255)
+fn check_name(name: &str, limits: &Limits) -> ApiResult<String> {
+    text_field("name", name, 1, limits.max_text_len)
 }
 
-fn check_category(category: &str) -> ApiResult<String> {
-    text_field("category", category, 1, 100)
+/// A category is at most 100 characters (its column's own check), or `MAX_TEXT_LEN` if lower.
+fn check_category(category: &str, limits: &Limits) -> ApiResult<String> {
+    text_field("category", category, 1, limits.max_text_len.min(100))
 }
 
 fn check_sku(sku: &str) -> ApiResult<String> {
@@ -82,6 +91,11 @@ fn check_stock(stock: i32) -> ApiResult<i32> {
     Ok(stock)
 }
 
+/// Adds a product.
+#[utoipa::path(post, path = "", operation_id = "create_product", tag = "products", request_body = CreateProduct,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Created", body = ProductView),
+              (status = 409, description = "The SKU is taken", body = ErrorBody)))]
 async fn create(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -89,11 +103,11 @@ async fn create(
 ) -> ApiResult<impl IntoResponse> {
     let new = NewProduct {
         sku: body.sku.as_deref().map(check_sku).transpose()?,
-        name: check_name(&body.name)?,
+        name: check_name(&body.name, &ctx.settings.limits)?,
         category: body
             .category
             .as_deref()
-            .map(check_category)
+            .map(|c| check_category(c, &ctx.settings.limits))
             .transpose()?
             .unwrap_or_else(|| "general".into()),
         price: check_price(body.price)?,
@@ -107,20 +121,23 @@ async fn create(
 /// A product as clients see it: the row (`price` is the list price the pricing model starts from) and
 /// `current_price`, what the default shopper (default location, not a member) pays for it now, from the
 /// same pricing state a quote uses.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ProductView {
     #[serde(flatten)]
     product: Product,
     current_price: Decimal,
 }
 
+/// Lists products, newest first.
+#[utoipa::path(get, path = "", operation_id = "list_products", tag = "products", params(ListParams),
+    responses((status = 200, description = "A page of products", body = Page<ProductView>)))]
 async fn list(
     State(ctx): State<ApiContext>,
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<ProductView>>> {
-    let (page, page_size) = page_params(params.page, params.page_size)?;
+    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
     let search = match params.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        Some(s) => Some(text_field("search", s, 1, 255)?),
+        Some(s) => Some(text_field("search", s, 1, ctx.settings.limits.max_text_len)?),
         None => None,
     };
     let page = products::list(&ctx.db, search.as_deref(), page, page_size).await?;
@@ -133,6 +150,10 @@ async fn list(
     Ok(axum::Json(Page::new(views.collect(), page.total, page.page, page.page_size)))
 }
 
+/// One product, from PostgreSQL.
+#[utoipa::path(get, path = "/{id}", operation_id = "get_product", tag = "products", params(("id" = i64, Path, minimum = 1, description = "The product id")),
+    responses((status = 200, description = "The product", body = ProductView),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<ProductView>> {
     Ok(axum::Json(view(&ctx, products::get(&ctx.db, id).await?).await?))
 }
@@ -156,6 +177,10 @@ const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Cache-aside: the cached row and its pricing state read from Redis in one round trip; on a miss,
 /// PostgreSQL, then a versioned write so a slower reader can never put back a copy older than the one a
 /// writer just stored.
+#[utoipa::path(get, path = "/{id}/cached", operation_id = "get_cached_product", tag = "products", params(("id" = i64, Path, minimum = 1, description = "The product id")),
+    responses((status = 200, description = "The product", body = ProductView,
+               headers(("x-cache" = String, description = "HIT or MISS"))),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<impl IntoResponse> {
     let (product_key, price_key) = (ctx.cache.keys.product(id), ctx.cache.keys.price(id));
     let (cached, pricing) = match ctx.cache.get_many(&[product_key.clone(), price_key.clone()]).await {
@@ -189,6 +214,11 @@ async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<imp
     Ok(([(X_CACHE, hit)], axum::Json(ProductView { product, current_price })))
 }
 
+/// Changes a product; absent fields stay as they are.
+#[utoipa::path(put, path = "/{id}", operation_id = "update_product", tag = "products", params(("id" = i64, Path, minimum = 1, description = "The product id")), request_body = UpdateProduct,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Updated", body = ProductView),
+              (status = 404, description = "No such product", body = ErrorBody)))]
 async fn update(
     _: Admin,
     State(ctx): State<ApiContext>,
@@ -196,8 +226,8 @@ async fn update(
     Json(body): Json<UpdateProduct>,
 ) -> ApiResult<axum::Json<ProductView>> {
     let changes = ProductChanges {
-        name: body.name.as_deref().map(check_name).transpose()?,
-        category: body.category.as_deref().map(check_category).transpose()?,
+        name: body.name.as_deref().map(|n| check_name(n, &ctx.settings.limits)).transpose()?,
+        category: body.category.as_deref().map(|c| check_category(c, &ctx.settings.limits)).transpose()?,
         price: body.price.map(check_price).transpose()?,
         stock: body.stock.map(check_stock).transpose()?,
     };
@@ -207,6 +237,11 @@ async fn update(
     Ok(axum::Json(written_view(&ctx, product).await?))
 }
 
+/// Deletes a product that no order names.
+#[utoipa::path(delete, path = "/{id}", operation_id = "delete_product", tag = "products", params(("id" = i64, Path, minimum = 1, description = "The product id")), security(("bearer" = [])),
+    responses((status = 204, description = "Deleted"),
+              (status = 404, description = "No such product", body = ErrorBody),
+              (status = 409, description = "Orders name it", body = ErrorBody)))]
 async fn remove(_: Admin, State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<StatusCode> {
     let deleted = products::delete(&ctx.db, id).await?;
     ctx.cache.product_deleted(&deleted, ctx.settings.cache_ttl.max(ctx.settings.price_cache_ttl)).await;

@@ -5,24 +5,38 @@ use axum::{
     extract::{Path, State},
     http::StatusCode,
     response::IntoResponse,
-    routing::{get, post},
-    Router,
 };
 use pricing_core::{
-    db::tasks::{self, Task},
+    db::tasks::{self, Task, TaskStatus},
     jobs::RecalculatePrices,
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
-use crate::{auth::Admin, error::ApiResult, ApiContext, ApiError};
+use crate::{
+    auth::Admin,
+    error::{ApiResult, ErrorBody},
+    ApiContext, ApiError,
+};
 
-pub fn router() -> Router<ApiContext> {
-    Router::new().route("/recalculate", post(recalculate)).route("/tasks/{task_id}", get(read))
+pub fn router() -> OpenApiRouter<ApiContext> {
+    OpenApiRouter::new().routes(routes!(recalculate)).routes(routes!(read))
+}
+
+/// A recalculation started: follow it at `status_url`.
+#[derive(Debug, Serialize, ToSchema)]
+struct TaskAccepted {
+    task_id: Uuid,
+    status: TaskStatus,
+    status_url: String,
 }
 
 /// Records the task (`queued`), enqueues its job and answers. If the enqueue fails the task is still
 /// recorded, and the worker's sweeper enqueues it again.
+#[utoipa::path(post, path = "/recalculate", operation_id = "start_recalculation", tag = "tasks", security(("bearer" = [])),
+    responses((status = 202, description = "Queued", body = TaskAccepted)))]
 async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl IntoResponse> {
     let task = tasks::create(&ctx.db, RecalculatePrices::KIND_ALL, None, false).await?;
     if let Err(e) = ctx.task_queue.enqueue(RecalculatePrices::new(task.id), true).await {
@@ -31,14 +45,19 @@ async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl 
     tracing::info!(task_id = %task.id, "price recalculation queued");
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({
-            "task_id": task.id,
-            "status": task.status,
-            "status_url": format!("/api/v1/tasks/{}", task.id),
-        })),
+        axum::Json(TaskAccepted {
+            task_id: task.id,
+            status: task.status,
+            status_url: format!("/api/v1/tasks/{}", task.id),
+        }),
     ))
 }
 
+/// A recalculation's progress.
+#[utoipa::path(get, path = "/tasks/{task_id}", operation_id = "get_task", tag = "tasks",
+    params(("task_id" = Uuid, Path, description = "The task's id")),
+    responses((status = 200, description = "The task", body = Task),
+              (status = 404, description = "No such task", body = ErrorBody)))]
 async fn read(State(ctx): State<ApiContext>, Path(raw): Path<String>) -> ApiResult<axum::Json<Task>> {
     let id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::Validation(format!("task_id must be a UUID, got {raw:?}")))?;

@@ -22,8 +22,9 @@ async fn the_index_names_the_service() {
     let index = body(res).await;
     assert_eq!(index["name"], "Pricing Engine");
     assert_eq!(index["version"], env!("CARGO_PKG_VERSION"));
-    assert!(index["docs"].as_str().is_some_and(|d| !d.is_empty()), "{index}");
-    assert_eq!(index.as_object().unwrap().len(), 3, "only name, version and docs: {index}");
+    assert_eq!(index["openapi"], "/openapi.json");
+    assert_eq!(index["docs"], "/docs");
+    assert_eq!(index.as_object().unwrap().len(), 4, "only name, version, openapi and docs: {index}");
 }
 
 #[tokio::test]

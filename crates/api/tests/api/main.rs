@@ -4,8 +4,10 @@
 mod health;
 mod helpers;
 mod idempotency;
+mod limits;
 mod market_events;
 mod observability;
+mod openapi;
 mod orders;
 mod pricing;
 mod processing;

@@ -670,7 +670,13 @@ async fn orders_naming_the_same_products_in_opposite_order_never_deadlock() {
 #[tokio::test]
 async fn cancels_racing_purchases_of_the_same_product_never_deadlock() {
     const ORDERS: i32 = 200;
-    let app = spawn_app_with(|s| s.database_max_connections = 40).await;
+    let app = spawn_app_with(|s| {
+        s.database_max_connections = 40;
+        // 400 requests queue for 40 connections on one row: on a loaded machine that wait can exceed the
+        // default, and this test is about deadlocks, not about the pool's limit (`limits.rs` tests that).
+        s.limits.database_acquire_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
     let pid = id_of(&app.create_product("Contended", 1.0, 2 * ORDERS).await);
     let mut pending = Vec::new();
     for _ in 0..ORDERS {

@@ -11,7 +11,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::{domain::Page, events::MarketEvent, Error, Result};
 
 /// An event's record, as `GET /api/v1/market-events/{event_id}` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MarketEventRecord {
     pub event_id: String,
     pub event_type: String,

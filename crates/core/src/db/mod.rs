@@ -10,7 +10,7 @@ pub mod orders;
 pub mod products;
 pub mod tasks;
 
-use std::{str::FromStr, time::Duration};
+use std::str::FromStr;
 
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -26,7 +26,7 @@ pub async fn connect(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .min_connections(1)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(settings.limits.database_acquire_timeout)
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -12,7 +12,7 @@ use crate::{domain::ProductScope, Error, Result};
 
 /// Where a task is in its life: `queued -> running -> succeeded | failed | skipped` (a retry goes back to
 /// `queued`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
     Queued,
@@ -44,7 +44,7 @@ impl TryFrom<String> for TaskStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Task {
     #[serde(rename = "task_id")]
     pub id: Uuid,
@@ -59,11 +59,14 @@ pub struct Task {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     /// The products it covers; `None` is every product.
+    #[schema(value_type = Option<ProductScope>)]
     pub scope: Option<sqlx::types::Json<ProductScope>>,
     /// Started by a market event: it waits for a running recalculation instead of being skipped.
     #[serde(skip)]
+    #[schema(ignore)]
     pub waits_for_lock: bool,
     #[serde(skip)]
+    #[schema(ignore)]
     pub cursor: i64,
 }
 

@@ -90,7 +90,7 @@ pub struct Shopper {
 }
 
 /// One multiplier applied, so a price can be explained.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Adjustment {
     pub name: String,
     pub multiplier: Decimal,

@@ -36,7 +36,7 @@ return value
 "#;
 
 /// A price quote, as `POST /api/v1/price` answers it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PriceDetail {
     pub product_id: i64,
     pub sku: String,

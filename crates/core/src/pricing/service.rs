@@ -35,7 +35,7 @@ use crate::{
 const SKU_CACHE_TTL_SECS: u64 = 3_600;
 
 /// Where a quote's pricing state came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PriceSource {
     /// Computed on this request.

@@ -1,0 +1,133 @@
+//! The API description is generated from the handlers, so it lists every route; the `/docs` page renders it
+//! in headless Chromium from assets the api serves itself (no internet needed).
+
+use std::collections::HashSet;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+/// Every operation a client can call, as `METHOD path`.
+const OPERATIONS: &[&str] = &[
+    "GET /",
+    "GET /metrics",
+    "GET /api/v1/health",
+    "GET /api/v1/health/ready",
+    "GET /api/v1/health/cache/stats",
+    "GET /api/v1/products",
+    "POST /api/v1/products",
+    "GET /api/v1/products/{id}",
+    "PUT /api/v1/products/{id}",
+    "DELETE /api/v1/products/{id}",
+    "GET /api/v1/products/{id}/cached",
+    "POST /api/v1/price",
+    "GET /api/v1/orders",
+    "POST /api/v1/orders",
+    "GET /api/v1/orders/metrics",
+    "GET /api/v1/orders/queue",
+    "GET /api/v1/orders/status",
+    "GET /api/v1/orders/{id}",
+    "GET /api/v1/orders/{id}/status",
+    "POST /api/v1/orders/{id}/cancel",
+    "POST /api/v1/recalculate",
+    "GET /api/v1/tasks/{task_id}",
+    "POST /api/v1/publish-market-event",
+    "GET /api/v1/market-events",
+    "GET /api/v1/market-events/{event_id}",
+    "GET /orders",
+    "POST /orders",
+    "GET /orders/{id}",
+    "GET /orders/metrics",
+    "GET /orders/status",
+];
+
+const ADMIN: &[&str] = &[
+    "POST /api/v1/products",
+    "PUT /api/v1/products/{id}",
+    "DELETE /api/v1/products/{id}",
+    "POST /api/v1/recalculate",
+    "POST /api/v1/publish-market-event",
+];
+
+/// `(METHOD path, operation)` for every operation of the description.
+fn operations(spec: &Value) -> Vec<(String, Value)> {
+    let mut all = vec![];
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op.get("responses").is_some() {
+                all.push((format!("{} {path}", method.to_uppercase()), op.clone()));
+            }
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_description_lists_every_operation_with_its_answers() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let ops = operations(&spec);
+    let described: HashSet<&str> = ops.iter().map(|(name, _)| name.as_str()).collect();
+    for op in OPERATIONS {
+        assert!(described.contains(op), "{op} is not described");
+    }
+    let ids: Vec<&str> =
+        ops.iter().map(|(_, op)| op["operationId"].as_str().expect("an operationId")).collect();
+    assert_eq!(ids.len(), ids.iter().collect::<HashSet<_>>().len(), "operationIds are unique: {ids:?}");
+    for (name, op) in &ops {
+        let responses = op["responses"].as_object().unwrap();
+        for status in ["422", "503"] {
+            assert!(responses.contains_key(status), "{name} lacks {status}");
+        }
+        if op.get("requestBody").is_some() {
+            assert!(responses.contains_key("413"), "{name} lacks 413");
+        }
+        let admin = ADMIN.contains(&name.as_str());
+        assert_eq!(op.get("security").is_some(), admin, "{name}: security");
+        if admin {
+            assert!(responses.contains_key("401") && responses.contains_key("403"), "{name}");
+        }
+    }
+    // Money is a number, and errors have one shape.
+    let schemas = &spec["components"]["schemas"];
+    assert_eq!(schemas["PriceDetail"]["properties"]["final_price"]["type"], "number");
+    assert!(schemas["ErrorBody"]["required"].as_array().unwrap().contains(&"detail".into()));
+    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+}
+
+#[tokio::test]
+async fn the_docs_page_lists_the_operations_in_headless_chromium_offline() {
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let res = app.get("/docs/swagger-ui-bundle.js").await;
+    assert_eq!(res.status(), StatusCode::OK, "the page's script is served by the api");
+
+    let profile = std::env::temp_dir().join(format!("chromium-{}", uuid::Uuid::new_v4().simple()));
+    // The flags keep Chromium off the network (this machine has none) and let the page's script run.
+    let output = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            &app.url("/docs/"),
+        ])
+        .output()
+        .await
+        .expect("chromium is installed (scripts/services.sh installs it)");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    for (name, op) in operations(&spec) {
+        let id = op["operationId"].as_str().unwrap();
+        assert!(dom.contains(&format!("/{id}\"")), "the page does not list {name} ({id})");
+    }
+}

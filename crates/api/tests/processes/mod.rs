@@ -1,0 +1,174 @@
+//! The binaries as processes, for tests that need what only a process has: its own signals, its exit code,
+//! its logs, its OTLP export. Each stack gets its own database and Redis key prefix, on free ports, and is
+//! killed when dropped.
+#![allow(dead_code)] // each test file uses its own part of this harness
+
+use std::{
+    net::TcpListener as StdListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+
+pub const TOKEN: &str = "process-test-token";
+
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Started binaries, killed when dropped; the database is dropped with them.
+pub struct Stack {
+    children: Vec<(String, Child)>,
+    env: Vec<(String, String)>,
+    log_dir: PathBuf,
+    pub api: String,
+    pub database_url: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let database_url = self.database_url.clone();
+        // Dropped on a thread of its own: a test's runtime may already be shutting down.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Runtime::new().unwrap().block_on(drop_database(&database_url))
+        })
+        .join();
+    }
+}
+
+fn binary(name: &str) -> String {
+    let api = env!("CARGO_BIN_EXE_pricing-api");
+    let path = Path::new(api).with_file_name(name);
+    assert!(path.exists(), "{} is not built: build the workspace (scripts/test.sh does)", path.display());
+    path.to_string_lossy().into_owned()
+}
+
+impl Stack {
+    /// Starts `pricing-api` with `extra` settings (after the defaults below) and waits until it is ready.
+    pub async fn start(name: &str, extra: &[(&str, String)]) -> Stack {
+        let base = std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/pricing".into());
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let database_url = format!("{}/{name}_{id}", base.rsplit_once('/').unwrap().0);
+        let api_port = free_port();
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", database_url.clone()),
+            ("REDIS_KEY_PREFIX", format!("{name}:{id}")),
+            ("API_ADDR", format!("127.0.0.1:{api_port}")),
+            ("WORKER_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("LISTENER_ADDR", format!("127.0.0.1:{}", free_port())),
+            ("ADMIN_TOKEN", TOKEN.into()),
+            ("ORDER_PROCESSING_DELAY_MS", "5".into()),
+            ("LISTENER_BLOCK_MS", "200".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+            ("RUST_LOG", "info,sqlx=warn".into()),
+            ("LOG_FORMAT", "json".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let log_dir = std::env::temp_dir().join(format!("{name}_{id}"));
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let mut stack = Stack {
+            children: vec![],
+            env,
+            log_dir,
+            api: format!("http://127.0.0.1:{api_port}"),
+            database_url,
+        };
+        stack.spawn("pricing-api");
+        wait_for(&format!("{}/api/v1/health/ready", stack.api)).await;
+        stack
+    }
+
+    /// Starts one more process of the stack (`pricing-worker`, `pricing-listener`).
+    pub fn spawn(&mut self, exe: &str) {
+        let log = std::fs::File::create(self.log_dir.join(exe)).unwrap();
+        let child = Command::new(binary(exe))
+            .stdout(log)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .spawn()
+            .expect("start a binary");
+        self.children.push((exe.to_string(), child));
+    }
+
+    /// `http://` + the address a setting names (`WORKER_ADDR`, `LISTENER_ADDR`).
+    pub fn url_of(&self, var: &str) -> String {
+        let addr = &self.env.iter().rev().find(|(k, _)| k == var).expect("a set address").1;
+        format!("http://{addr}")
+    }
+
+    /// What the process has logged so far (one JSON object per line).
+    pub fn log(&self, exe: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(exe)).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, exe: &str, signal: &str) {
+        let pid = self.child(exe).id();
+        let status = Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{signal} {exe}");
+    }
+
+    /// Waits for the process to exit on its own; `None` if it is still running after `timeout`.
+    pub async fn exit_of(&mut self, exe: &str, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.children.iter_mut().find(|(name, _)| name == exe).map(|(_, c)| c).unwrap();
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn child(&self, exe: &str) -> &Child {
+        self.children.iter().find(|(name, _)| name == exe).map(|(_, c)| c).expect("a started process")
+    }
+
+    pub async fn create_product(&self, stock: i32) -> i64 {
+        let product: Value = reqwest::Client::new()
+            .post(format!("{}/api/v1/products", self.api))
+            .bearer_auth(TOKEN)
+            .json(&json!({ "name": "Process test", "price": 10.0, "stock": stock }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        product["id"].as_i64().unwrap()
+    }
+}
+
+pub async fn wait_for(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} never answered 200");
+}
+
+async fn drop_database(database_url: &str) {
+    use sqlx::Connection;
+    let (server, name) = database_url.rsplit_once('/').unwrap();
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{server}/postgres")).await {
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await;
+    }
+}
