@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 PORT="${FUZZ_PORT:-8250}"
 DB=pricing_fuzz
-MAX_EXAMPLES="${MAX_EXAMPLES:-40}"
+MAX_EXAMPLES="${MAX_EXAMPLES:-100}"
 VENV=target/fuzz-venv
 export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/$DB"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"

@@ -113,11 +113,13 @@ async fn read(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct ListParams {
-    /// received, applied or dead_letter.
+    #[param(pattern = "^(received|applied|dead_letter)$")]
     status: Option<String>,
     /// From 1.
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
 }
 

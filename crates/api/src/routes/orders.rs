@@ -38,21 +38,28 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 }
 
 /// All three request shapes clients send: `{product_id, quantity}`, `{user_id, items: [...]}`, and the
-/// older service's `{user_id, item_ids: [...], total_amount}`.
+/// older service's `{user_id, item_ids: [...], total_amount}`. Send exactly one of `product_id`, `items` and
+/// `item_ids`.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrder {
+    #[schema(min_length = 1, max_length = 255)]
     user_id: Option<String>,
     product_id: Option<ProductRef>,
+    /// With `product_id`; 1 when absent.
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: Option<i32>,
     /// With `product_id`: the quote to honour, and the unit price the customer saw.
     quote_id: Option<String>,
     expected_unit_price: Option<Decimal>,
     /// Who is buying, for the dynamic price of lines without a quote.
+    #[schema(max_length = 32)]
     user_location: Option<String>,
     #[serde(default)]
     is_prime_member: bool,
+    #[schema(min_items = 1, max_items = 100)]
     items: Option<Vec<LineInput>>,
+    #[schema(min_items = 1, max_items = 100)]
     item_ids: Option<Vec<ProductRef>>,
     /// The total the customer saw; `total_amount` is the older form's name for it.
     expected_total: Option<Decimal>,
@@ -63,6 +70,7 @@ struct CreateOrder {
 #[serde(deny_unknown_fields)]
 struct LineInput {
     product_id: ProductRef,
+    #[schema(minimum = 1, maximum = 10_000)]
     quantity: i32,
     quote_id: Option<String>,
     expected_unit_price: Option<Decimal>,
@@ -262,10 +270,12 @@ async fn status(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Js
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// From 1.
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
-    /// pending, processing, completed, failed or cancelled.
+    #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
 }
 

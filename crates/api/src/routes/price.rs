@@ -22,10 +22,12 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 struct PriceRequest {
     product_id: ProductRef,
     /// Defaults to `DEFAULT_LOCATION`.
+    #[schema(max_length = 32)]
     user_location: Option<String>,
     #[serde(default)]
     is_prime_member: bool,
     /// Ties the quote to a customer: only an order with the same `user_id` can use it.
+    #[schema(min_length = 1, max_length = 255)]
     user_id: Option<String>,
 }
 

@@ -37,21 +37,30 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[serde(deny_unknown_fields)]
 struct CreateProduct {
     /// Letters, digits, `-`, `_` or `.`, not digits only; generated when absent.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     sku: Option<String>,
+    #[schema(min_length = 1, max_length = 255)]
     name: String,
     /// `general` when absent.
+    #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
-    /// The list price the pricing model starts from.
+    /// The list price the pricing model starts from: above 0, at most 2 decimal places.
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000_000)]
     price: Decimal,
+    #[schema(minimum = 0)]
     stock: i32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProduct {
+    #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,
+    #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
+    #[schema(exclusive_minimum = 0, maximum = 1_000_000_000)]
     price: Option<Decimal>,
+    #[schema(minimum = 0)]
     stock: Option<i32>,
 }
 
@@ -59,10 +68,13 @@ struct UpdateProduct {
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// From 1.
+    #[param(minimum = 1, maximum = 1_000_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
+    #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
     /// Matches names and SKUs.
+    #[param(min_length = 1, max_length = 255)]
     search: Option<String>,
 }
 
