@@ -3,6 +3,7 @@
 //! `Worker::build` + `run_until_stopped` run it, from `main` or in-process from tests.
 
 pub mod http;
+mod idle_poll;
 pub mod orders;
 pub mod recalculate;
 pub mod startup;

@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    idle_poll::IdlePoll,
     orders::{OrderProcessor, Outcome},
     recalculate::{RecalcOutcome, Recalculator},
     sweeper::Sweeper,
@@ -91,7 +92,7 @@ impl Worker {
             let (queue, shutdown) = (self.orders.clone(), shutdown.clone());
             move || {
                 WorkerBuilder::new(unique_name("orders"))
-                    .backend(queue.storage_with_batch(concurrency).poll_with_interval(POLL_INTERVAL))
+                    .backend(IdlePoll::new(queue.storage_with_batch(concurrency), POLL_INTERVAL))
                     .data(processor.clone())
                     .concurrency(concurrency)
                     .build(process_order)
@@ -102,7 +103,7 @@ impl Worker {
             let (queue, shutdown) = (self.tasks.clone(), shutdown.clone());
             move || {
                 WorkerBuilder::new(unique_name("recalculate"))
-                    .backend(queue.storage_with_batch(RECALC_CONCURRENCY).poll_with_interval(POLL_INTERVAL))
+                    .backend(IdlePoll::new(queue.storage_with_batch(RECALC_CONCURRENCY), POLL_INTERVAL))
                     .data(recalculator.clone())
                     .concurrency(RECALC_CONCURRENCY)
                     .build(recalculate_prices)

@@ -243,3 +243,32 @@ async fn the_worker_recovers_when_redis_loses_its_data_while_running() {
     .await;
     assert_eq!(attempts_of(&app, after).await, 1);
 }
+
+/// An idle worker rests between empty fetches: its queues are asked about ten times a second each, not in
+/// a loop (apalis's own `poll_with_interval` does not gate fetches; `IdlePoll` does).
+#[tokio::test]
+async fn an_idle_worker_rests_between_fetches() {
+    let mut app = spawn_app().await;
+    app.start_worker().await;
+    let prefix = app.cache.keys.prefix().to_string();
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let mut monitor = tokio::process::Command::new("redis-cli")
+        .args(["-u", &url, "monitor"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-cli");
+    let window = Duration::from_secs(2);
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(monitor.stdout.take().unwrap()));
+    let mut ours = 0;
+    let _ = tokio::time::timeout(window, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            ours += usize::from(line.contains(&format!("\"{prefix}:queue:")));
+        }
+    })
+    .await;
+    // Two queues, each fetch cycle about five commands, ten cycles a second: about 200 in the window. Without
+    // the rest it was about 15,000.
+    assert!(ours < 1_000, "{ours} queue commands in {window:?} from an idle worker");
+}
