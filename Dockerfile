@@ -6,6 +6,8 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
+# A workspace member cargo must see, never built here: the benchmark's bare HTTP-over-Redis ceiling.
+COPY bench/ceiling ./bench/ceiling
 # The migrations are embedded into the binaries at build time; no database is needed to build.
 COPY migrations ./migrations
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

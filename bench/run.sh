@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The benchmark (not a test): starts a release build of the api, the worker and the listener against a fresh database, drives
 # them with wrk beside them, measures this machine's ceilings in the same run (redis-benchmark GET; pgbench with
-# the least an order does, on one hot row and spread over 1,000 rows) and prints every figure with its ratio
-# to its ceiling. This machine is shared and noisy: compare ratios, not absolute numbers.
+# the least an order does, on one hot row and spread over 1,000 rows; the least an HTTP endpoint over Redis does
+# with our stack, bench/ceiling, driven by the same wrk settings) and prints every figure with its ratio to its
+# ceiling. A read figure gets two: to redis-benchmark GET and to the bare endpoint of the same shape. This
+# machine is shared and noisy: compare ratios, not absolute numbers.
 #
-#   bench/run.sh                   # everything, about 5 minutes
+#   bench/run.sh                   # everything, under 8 minutes (it prints how long it took)
 #   DURATION=20 bench/run.sh       # longer runs
 #   SKIP_MILLION=1 bench/run.sh    # skip the 1,000,000-product recalculation
 #   SKIP_EVENTS=1 bench/run.sh     # skip the market-event figures
@@ -27,7 +29,7 @@ URL="http://127.0.0.1:$PORT"
 
 scripts/services.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p pricing-api -p pricing-worker -p pricing-listener 2>&1 | tail -1
+cargo build --release --locked -p pricing-api -p pricing-worker -p pricing-listener -p pricing-bench-ceiling 2>&1 | tail -1
 
 psql_() { psql -h 127.0.0.1 -U postgres -d "$DB" -qAt "$@"; }
 echo "== fresh database $DB and Redis prefix $REDIS_KEY_PREFIX"
@@ -50,7 +52,7 @@ for _ in $(seq 1 100); do curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 &
 to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'
 }
-declare -A RPS P50 P99 NOTE
+declare -A RPS P50 P99 ERR NOTE
 RESULTS=$(mktemp)
 run_wrk() { # name script [env...]  (DUR overrides the duration; results also go to $RESULTS)
   run_wrk_at "$URL" "$@"
@@ -58,20 +60,22 @@ run_wrk() { # name script [env...]  (DUR overrides the duration; results also go
 run_wrk_at() { # url name script [env...]
   local url=$1 name=$2 script=$3; shift 3
   local out; out=$(env "$@" wrk -t2 -c"$CONNECTIONS" -d"${DUR:-$DURATION}s" --latency -s "bench/wrk/$script" "$url" 2>&1 || true)
-  local rps p50 p99 note
+  local rps p50 p99 errors note
   rps=$(awk '/Requests\/sec/ { printf "%.0f", $2 }' <<<"$out")
   p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")
   p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")
+  # Errors: answers other than 2xx/3xx plus socket errors (connect, read, write, timeout).
+  errors=$(awk '/Non-2xx/ { n += $NF } /Socket errors/ { gsub(/,/, ""); n += $4 + $6 + $8 + $10 } END { print n + 0 }' <<<"$out")
   note="$( (grep -E '^status|Non-2xx|Socket errors' <<<"$out" || true) | tr '\n' ' ')"
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$note" >> "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$rps" "$p50" "$p99" "$errors" "$note" >> "$RESULTS"
   printf '   %-36s %8s req/s  p50 %7s ms  p99 %7s ms  %s\n' "$name" "$rps" "$p50" "$p99" "$note"
 }
 load_results() { # figures run in the background (subshells) reach the summary through $RESULTS
-  while IFS=$'\t' read -r name rps p50 p99 note; do
-    RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; NOTE[$name]=$note
+  while IFS=$'\t' read -r name rps p50 p99 errors note; do
+    RPS[$name]=$rps; P50[$name]=$p50; P99[$name]=$p99; ERR[$name]=$errors; NOTE[$name]=$note
   done < "$RESULTS"
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # --- ceilings ---------------------------------------------------------------------------------------------------
 echo "== ceilings (same machine, same run)"
@@ -88,6 +92,40 @@ PG_HOT=$(pgb order_hot.sql)
 PG_SPREAD=$(pgb order_spread.sql)
 echo "   pgbench order, one hot row               $PG_HOT tx/s"
 echo "   pgbench order, spread over 1,000 rows    $PG_SPREAD tx/s"
+
+# The bare ceiling (bench/ceiling): axum, tokio, one shared multiplexed Redis connection, one GET per request,
+# answering the bytes of a cached product as the api serves them (about 220 bytes) from {prefix}:p:1..10000.
+# Same wrk settings and id shapes as the api's read figures below: /p over 1,000 ids as /cached, /q with the
+# quote body on one hot id and on the 10,000-product hot set.
+C_PRODUCT="bare GET /p/{id}, 1,000 ids"
+C_HOT="bare POST /q, one hot id"
+C_SET="bare POST /q, 10,000-id hot set"
+awk -v prefix="$REDIS_KEY_PREFIX" 'BEGIN {
+  split("home books toys garden sports beauty grocery electronics", cat, " ")
+  for (id = 1; id <= 10000; id++) {
+    key = prefix ":p:" id
+    price = 5 + (id * 7919 % 49500) / 100
+    value = sprintf("{\"id\":%d,\"sku\":\"P-%d\",\"name\":\"Demo product %d\",\"category\":\"%s\",\"price\":%.2f,\"stock\":9999992,\"version\":9,\"created_at\":\"2026-11-23T21:28:46.411300Z\",\"updated_at\":\"2026-11-23T21:29:33.153462Z\",\"current_price\":%.2f}",
+                    id, id + 99, id + 99, cat[1 + id % 8], price, price * 1.05)
+    printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(key), key, length(value), value
+  }
+}' | redis-cli --pipe >/dev/null
+./target/release/bench-ceiling 127.0.0.1:0 > /tmp/bench-ceiling.log 2>&1 &
+CEILING_PID=$!; pids+=($CEILING_PID)
+CEILING_URL=""
+for _ in $(seq 1 100); do
+  CEILING_URL=$(sed -n 's|^bench-ceiling listening on |http://|p' /tmp/bench-ceiling.log)
+  [ -n "$CEILING_URL" ] && break; sleep 0.1
+done
+if [ -n "$CEILING_URL" ] && curl -fsS "$CEILING_URL/p/1" >/dev/null; then
+  PRODUCTS=1000 wrk -t2 -c16 -d1s -s bench/wrk/ceiling_product.lua "$CEILING_URL" >/dev/null
+  run_wrk_at "$CEILING_URL" "$C_PRODUCT" ceiling_product.lua PRODUCTS=1000
+  run_wrk_at "$CEILING_URL" "$C_HOT" ceiling_quote.lua FIRST=42 LAST=42
+  run_wrk_at "$CEILING_URL" "$C_SET" ceiling_quote.lua FIRST=1 LAST=10000
+else
+  echo "   the bare ceiling did not start: $(cat /tmp/bench-ceiling.log)"
+fi
+kill "$CEILING_PID" 2>/dev/null || true
 
 # --- catalogue and orders (issue 3) -----------------------------------------------------------------------------
 echo "== api (wrk -t2 -c$CONNECTIONS -d${DURATION}s)"
@@ -223,18 +261,28 @@ RSS_MB=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status")
 
 # --- summary ----------------------------------------------------------------------------------------------------
 echo
-echo "== summary (ratio = our figure / the machine's ceiling measured above)"
-printf '| %-36s | %9s | %8s | %8s | %-24s | %6s | %-12s |\n' figure "req/s" "p50 ms" "p99 ms" ceiling ratio target
-printf '|%s|\n' "--------------------------------------|-----------|----------|----------|--------------------------|--------|-------------"
-row() { printf '| %-36s | %9s | %8s | %8s | %-24s | %6s | %-12s |\n' "$1" "${RPS[$1]}" "${P50[$1]}" "${P99[$1]}" "$2 ($3)" "$(ratio "${RPS[$1]}" "$3")" "$4"; }
-row "GET /products/{id}/cached" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
-row "POST /orders, 1,000 products" "pgbench spread" "$PG_SPREAD" ">= 0.5"
-row "POST /orders, one hot product" "pgbench hot row" "$PG_HOT" ">= 0.5"
-row "POST /price, one hot product" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
-row "POST /price, 10,000-product hot set" "redis GET" "$REDIS_GET" ">= 0.4, p99<=10"
+echo "== summary (ratio = our figure / the machine's ceiling measured above; bare = bench/ceiling, one Redis GET"
+echo "   behind axum, same wrk settings and shape: bare / redis GET is what HTTP costs, ours / bare what our logic costs)"
+printf '| %-36s | %9s | %8s | %8s | %6s | %-24s | %6s | %-24s | %6s | %-15s |\n' \
+  figure "req/s" "p50 ms" "p99 ms" errors ceiling ratio "bare ceiling" ratio target
+printf '|%s|\n' "--------------------------------------|-----------|----------|----------|--------|--------------------------|--------|--------------------------|--------|-----------------"
+row() { # figure target ceiling-name ceiling [bare-figure bare-name]
+  local bare="-" bare_ratio="-"
+  if [ -n "${5:-}" ]; then bare="$6 (${RPS[$5]:-})"; bare_ratio=$(ratio "${RPS[$1]:-}" "${RPS[$5]:-}"); fi
+  printf '| %-36s | %9s | %8s | %8s | %6s | %-24s | %6s | %-24s | %6s | %-15s |\n' "$1" "${RPS[$1]:-}" "${P50[$1]:-}" \
+    "${P99[$1]:-}" "${ERR[$1]:-}" "$3 ($4)" "$(ratio "${RPS[$1]:-}" "$4")" "$bare" "$bare_ratio" "$2"
+}
+row "$C_PRODUCT" "-" "redis GET" "$REDIS_GET"
+row "$C_HOT" "-" "redis GET" "$REDIS_GET"
+row "$C_SET" "-" "redis GET" "$REDIS_GET"
+row "GET /products/{id}/cached" ">= 0.4, p99<=10" "redis GET" "$REDIS_GET" "$C_PRODUCT" "bare /p"
+row "POST /orders, 1,000 products" ">= 0.5" "pgbench spread" "$PG_SPREAD"
+row "POST /orders, one hot product" ">= 0.5" "pgbench hot row" "$PG_HOT"
+row "POST /price, one hot product" ">= 0.4, p99<=10" "redis GET" "$REDIS_GET" "$C_HOT" "bare /q hot"
+row "POST /price, 10,000-product hot set" ">= 0.4, p99<=10" "redis GET" "$REDIS_GET" "$C_SET" "bare /q hot set"
 if [ "${SKIP_MILLION:-0}" != "1" ]; then
-  row "POST /price, misses (1M products)" "redis GET" "$REDIS_GET" "-"
-  row "POST /price, hot set during recalc" "redis GET" "$REDIS_GET" "p99<=20"
+  row "POST /price, misses (1M products)" "-" "redis GET" "$REDIS_GET" "$C_SET" "bare /q hot set"
+  row "POST /price, hot set during recalc" "p99<=20" "redis GET" "$REDIS_GET" "$C_SET" "bare /q hot set"
   echo "recalculation of 1,000,000 products: $RECALC_S s (target <= 60 s); POST /recalculate answered $ACCEPT_MS (target 202 in < 50 ms)"
 fi
 echo "hot-product oversell: $oversell (target 0)"
@@ -247,3 +295,4 @@ if [ "${SKIP_EVENTS:-0}" != "1" ]; then
   echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"
 fi
 echo "api peak RSS: $RSS_MB MB (target <= 64 MB)"
+echo "whole run: $SECONDS s (target < 480 s)"
