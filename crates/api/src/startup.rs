@@ -36,7 +36,7 @@ impl ApiContext {
     /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
     pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
         self.cache
-            .products_changed(std::slice::from_ref(product), &ProductChange::new(&self.settings, false))
+            .products_changed(std::slice::from_ref(product), &ProductChange::new(&self.settings, 0))
             .await;
     }
 }

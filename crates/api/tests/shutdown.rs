@@ -16,11 +16,15 @@ use processes::{Stack, TOKEN};
 use serde_json::{json, Value};
 use sqlx::Connection;
 
-/// Holds the product's row lock until the connection is closed, so orders for it stay in flight.
-async fn lock_product(stack: &Stack, id: i64) -> sqlx::PgConnection {
+/// Holds the products' row locks until the connection is closed, so orders for them stay in flight.
+async fn lock_products(stack: &Stack, ids: &[i64]) -> sqlx::PgConnection {
     let mut conn = sqlx::PgConnection::connect(&stack.database_url).await.unwrap();
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-    sqlx::query("SELECT 1 FROM products WHERE id = $1 FOR UPDATE").bind(id).execute(&mut conn).await.unwrap();
+    sqlx::query("SELECT 1 FROM products WHERE id = ANY($1) FOR UPDATE")
+        .bind(ids)
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn
 }
 
@@ -81,11 +85,17 @@ fn quote_load(
 #[tokio::test]
 async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
     let mut stack = Stack::start("shutdown", &[("RUST_LOG", "debug,sqlx=warn".into())]).await;
-    let (hot, quoted) = (stack.create_product(1_000).await, stack.create_product(1_000).await);
-    let mut lock = lock_product(&stack, hot).await;
+    // Ten products, one order each: orders for one product would share one transaction (group commit).
+    let mut held = vec![];
+    for _ in 0..10 {
+        held.push(stack.create_product(1_000).await);
+    }
+    let quoted = stack.create_product(1_000).await;
+    let mut lock = lock_products(&stack, &held).await;
     let client = reqwest::Client::new();
-    let orders: Vec<_> = (0..10)
-        .map(|_| {
+    let orders: Vec<_> = held
+        .iter()
+        .map(|hot| {
             let request = client
                 .post(format!("{}/api/v1/orders", stack.api))
                 .json(&json!({ "product_id": hot, "quantity": 1 }));
@@ -129,7 +139,7 @@ async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
 async fn the_api_gives_up_on_a_stuck_request_after_shutdown_timeout() {
     let mut stack = Stack::start("shutdown", &[("SHUTDOWN_TIMEOUT", "1".into())]).await;
     let id = stack.create_product(10).await;
-    let mut lock = lock_product(&stack, id).await;
+    let mut lock = lock_products(&stack, &[id]).await;
     let order = reqwest::Client::new()
         .post(format!("{}/api/v1/orders", stack.api))
         .json(&json!({ "product_id": id, "quantity": 1 }))

@@ -41,6 +41,9 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// How long a price quote can be honoured by an order.
     pub quote_ttl: Duration,
+    /// Keys that sign quote tokens: the first signs, every one verifies (rotation). Empty: the api generates
+    /// one and logs it (its quotes then verify only in that process).
+    pub quote_signing_keys: Vec<String>,
     /// ISO currency code shown on quotes.
     pub currency: String,
     /// `CODE=MULTIPLIER,...`: the location part of a price; unlisted locations pay 1.0.
@@ -140,6 +143,7 @@ pub const ENV_VARS: &[&str] = &[
     "QUEUE_MAX_BACKLOG",
     "PRICE_CACHE_TTL",
     "QUOTE_TTL",
+    "QUOTE_SIGNING_KEY",
     "IDEMPOTENCY_TTL",
     "CURRENCY",
     "LOCATION_MULTIPLIERS",
@@ -202,6 +206,7 @@ impl Settings {
             queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
             price_cache_ttl: Duration::from_secs(parse("PRICE_CACHE_TTL", 60)?),
             quote_ttl: Duration::from_secs(parse("QUOTE_TTL", 300)?),
+            quote_signing_keys: list("QUOTE_SIGNING_KEY"),
             idempotency_ttl: Duration::from_secs(parse("IDEMPOTENCY_TTL", 86_400)?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
@@ -230,16 +235,20 @@ impl Settings {
                 max_quantity: parse("MAX_ORDER_QUANTITY", 10_000)?,
                 max_text_len: parse("MAX_TEXT_LEN", 255)?,
             },
-            cors_origins: var("CORS_ORIGINS", "")
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_string())
-                .filter(|o| !o.is_empty())
+            cors_origins: list("CORS_ORIGINS")
+                .into_iter()
+                .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
             shutdown_timeout: Duration::from_secs(parse("SHUTDOWN_TIMEOUT", 25)?),
             log_filter: var("RUST_LOG", "info,sqlx=warn"),
             log_format: var("LOG_FORMAT", "text"),
         })
     }
+}
+
+/// A comma-separated list; empty when unset.
+fn list(name: &str) -> Vec<String> {
+    var(name, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
 
 fn var(name: &str, default: &str) -> String {

@@ -19,6 +19,7 @@ pub mod names {
     pub const JOB_QUEUE_DEPTH: &str = "job_queue_depth";
     pub const LOCK_ACQUISITIONS: &str = "lock_acquisitions_total";
     pub const ORDERS: &str = "orders_total";
+    pub const ORDER_BATCH_SIZE: &str = "order_batch_size";
     pub const MARKET_EVENTS: &str = "market_events_total";
     pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
     pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
@@ -87,6 +88,7 @@ fn describe() {
     describe_gauge!(names::JOB_QUEUE_DEPTH, "Jobs waiting in a Redis queue.");
     describe_counter!(names::LOCK_ACQUISITIONS, "Lock attempts by lock and result (acquired, busy).");
     describe_counter!(names::ORDERS, "Order transitions by the status reached.");
+    describe_histogram!(names::ORDER_BATCH_SIZE, "Single-product orders committed by one transaction.");
     describe_counter!(names::MARKET_EVENTS, "Market events by outcome (applied, duplicate, dead_letter).");
     describe_counter!(names::SPANS_DROPPED, "Trace spans dropped because the export queue was full.");
     describe_gauge!(names::DB_POOL_CONNECTIONS, "PostgreSQL pool connections by state.");

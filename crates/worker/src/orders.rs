@@ -99,7 +99,7 @@ impl OrderProcessor {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
                 count_order(OrderStatus::Failed);
-                self.cache.products_changed(&products, &ProductChange::new(&self.settings, false)).await;
+                self.cache.products_changed(&products, &ProductChange::new(&self.settings, 0)).await;
                 Ok(Outcome::Failed(reason))
             }
             None => Ok(Outcome::Superseded),

@@ -49,7 +49,8 @@ struct CreateOrder {
     /// With `product_id`; 1 when absent.
     #[schema(minimum = 1, maximum = 10_000)]
     quantity: Option<i32>,
-    /// With `product_id`: the quote to honour, and the unit price the customer saw.
+    /// With `product_id`: the quote to honour (its signed token), and the unit price the customer saw.
+    #[schema(max_length = 1024)]
     quote_id: Option<String>,
     expected_unit_price: Option<Decimal>,
     /// Who is buying, for the dynamic price of lines without a quote.
@@ -72,6 +73,7 @@ struct LineInput {
     product_id: ProductRef,
     #[schema(minimum = 1, maximum = 10_000)]
     quantity: i32,
+    #[schema(max_length = 1024)]
     quote_id: Option<String>,
     expected_unit_price: Option<Decimal>,
 }

@@ -263,11 +263,19 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Every Redis key of this test.
+    pub async fn redis_keys(&self) -> Vec<String> {
+        let mut conn = self.cache.conn().await.unwrap();
+        let mut keys: Vec<String> =
+            redis::cmd("KEYS").arg(self.cache.keys.all()).query_async(&mut conn).await.unwrap();
+        keys.sort();
+        keys
+    }
+
     /// Deletes every Redis key of this test: what a Redis restart without persistence does to it.
     pub async fn wipe_redis(&self) {
         let mut conn = self.cache.conn().await.unwrap();
-        let keys: Vec<String> =
-            redis::cmd("KEYS").arg(self.cache.keys.all()).query_async(&mut conn).await.unwrap();
+        let keys = self.redis_keys().await;
         for chunk in keys.chunks(1000) {
             let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.unwrap();
         }

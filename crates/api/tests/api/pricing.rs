@@ -199,8 +199,9 @@ async fn expired_or_foreign_quotes_are_refused_with_the_current_price() {
         json!({ "user_id": "u1", "product_id": other["id"], "quantity": 1, "quote_id": quote_id });
     assert_eq!(app.post("/api/v1/orders", &wrong_product).await.status(), 409);
 
-    wait_until(Duration::from_secs(5), "the quote to expire", || async {
-        app.pricing.stored_quote(&quote_id).await.unwrap().is_none()
+    wait_until(Duration::from_secs(5), "the quote to expire", || {
+        let expired = app.pricing.verified_quote(&quote_id).is_none();
+        async move { expired }
     })
     .await;
     let res = app
@@ -257,4 +258,52 @@ async fn the_latest_market_signal_applies_product_over_category() {
     let market =
         by_product["breakdown"].as_array().unwrap().iter().find(|a| a["name"] == "market").unwrap().clone();
     assert_eq!(market["multiplier"], 1.2);
+}
+
+/// A quote is a signed token: quoting writes nothing to Redis, an altered token is refused, and a token is
+/// honoured by every api process sharing the key (and by none other).
+#[tokio::test]
+async fn a_quote_is_a_signed_token_any_api_with_the_key_honours() {
+    let key = |s: &mut pricing_core::Settings| s.quote_signing_keys = vec!["shared-test-key".into()];
+    let app = spawn_app_with(key).await;
+    let id = app.create_product("Tokened", 20.0, 500).await["id"].as_i64().unwrap();
+    quote(&app, json!({ "product_id": id })).await; // the pricing state is cached from here on
+    let keys_before = app.redis_keys().await;
+    let mut tokens = vec![];
+    for _ in 0..20 {
+        let (status, q) = quote(&app, json!({ "product_id": id, "user_id": "u1" })).await;
+        assert_eq!(status, 200);
+        assert_eq!(q["source"], "cache");
+        tokens.push(q["quote_id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(keys_before, app.redis_keys().await, "a quote on a cache hit wrote to Redis");
+
+    // Altered: one character of the claims changed. Refused with the current price; nothing sold.
+    let token = &tokens[0];
+    let at = token.find('.').unwrap() + 12;
+    let flipped = if &token[at..at + 1] == "A" { "B" } else { "A" };
+    let altered = format!("{}{flipped}{}", &token[..at], &token[at + 1..]);
+    let order =
+        |quote_id: &str| json!({ "user_id": "u1", "product_id": id, "quantity": 1, "quote_id": quote_id });
+    let res = app.post("/api/v1/orders", &order(&altered)).await;
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.json::<Value>().await.unwrap()["current_price"], 20.0);
+    assert_eq!(app.stock_of(id).await, 500);
+
+    // Another api process with the same key honours it; one with another key does not.
+    let twin = spawn_app_with(|s| {
+        key(s);
+        s.database_url = app.settings.database_url.clone();
+        s.redis_key_prefix = app.settings.redis_key_prefix.clone();
+    })
+    .await;
+    assert_eq!(twin.post("/api/v1/orders", &order(&tokens[1])).await.status(), 201);
+    let stranger = spawn_app_with(|s| {
+        s.quote_signing_keys = vec!["another-key".into()];
+        s.database_url = app.settings.database_url.clone();
+        s.redis_key_prefix = app.settings.redis_key_prefix.clone();
+    })
+    .await;
+    assert_eq!(stranger.post("/api/v1/orders", &order(&tokens[2])).await.status(), 409);
+    assert_eq!(app.stock_of(id).await, 499);
 }

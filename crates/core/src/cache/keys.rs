@@ -30,11 +30,6 @@ impl Keys {
         format!("{}:price:{id}", self.prefix)
     }
 
-    /// A stored quote, kept until it expires so an order can honour it.
-    pub fn quote(&self, quote_id: &str) -> String {
-        format!("{}:quote:{quote_id}", self.prefix)
-    }
-
     /// SKU -> product id (a SKU never changes, so this never goes stale).
     pub fn sku(&self, sku: &str) -> String {
         format!("{}:sku:{sku}", self.prefix)

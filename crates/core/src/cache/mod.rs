@@ -51,21 +51,21 @@ const SET_IF_NEWER: &str =
     concat!(set_if_newer_lua!(), "return set_if_newer(KEYS[1], ARGV[1], ARGV[2], ARGV[3])");
 
 /// After committed changes to products, in one round trip: each product's new row stored for `/cached`,
-/// its pricing state replaced by a tombstone of the new version, and, for a sale, one order counted per
+/// its pricing state replaced by a tombstone of the new version, and, for a sale, its orders counted per
 /// product in the current demand bucket (the last key).
-/// KEYS: product key, price key (per product), demand bucket. ARGV: sold (0/1), product ttl ms, price ttl
+/// KEYS: product key, price key (per product), demand bucket. ARGV: orders sold (0: none), product ttl ms, price ttl
 /// ms, demand bucket ttl s, then per product: version, row json, id.
 const PRODUCTS_CHANGED: &str = concat!(
     set_if_newer_lua!(),
     r#"
-local sold = ARGV[1] == '1'
+local orders = tonumber(ARGV[1])
 for i = 1, (#KEYS - 1) / 2 do
     local version, json, id = ARGV[4 + 3 * i - 2], ARGV[4 + 3 * i - 1], ARGV[4 + 3 * i]
     set_if_newer(KEYS[2 * i - 1], version, json, ARGV[2])
     set_if_newer(KEYS[2 * i], version, 'null', ARGV[3])
-    if sold then redis.call('HINCRBY', KEYS[#KEYS], id, 1) end
+    if orders > 0 then redis.call('HINCRBY', KEYS[#KEYS], id, orders) end
 end
-if sold then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
+if orders > 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
 return 1
 "#
 );
@@ -117,17 +117,17 @@ pub struct LookupCounts {
 /// What `products_changed` needs to know besides the products.
 #[derive(Debug, Clone, Copy)]
 pub struct ProductChange {
-    /// A sale: count one order per product for the demand multiplier.
-    pub sold: bool,
+    /// Orders sold per product, counted for the demand multiplier (0: not a sale).
+    pub orders: u32,
     pub product_ttl: Duration,
     pub price_ttl: Duration,
     pub demand_window_minutes: u32,
 }
 
 impl ProductChange {
-    pub fn new(settings: &crate::Settings, sold: bool) -> Self {
+    pub fn new(settings: &crate::Settings, orders: u32) -> Self {
         Self {
-            sold,
+            orders,
             product_ttl: settings.cache_ttl,
             price_ttl: settings.price_cache_ttl,
             demand_window_minutes: settings.demand_window_minutes,
@@ -284,7 +284,7 @@ impl Cache {
         }
         invocation
             .key(self.keys.demand_bucket(demand::current_minute()))
-            .arg(u8::from(change.sold))
+            .arg(change.orders)
             .arg(change.product_ttl.as_millis() as u64)
             .arg(change.price_ttl.as_millis() as u64)
             .arg((u64::from(change.demand_window_minutes) + 2) * 60);

@@ -46,6 +46,18 @@ pub async fn claim(
     Ok(find(&mut **tx, key, request_hash, ttl).await?.unwrap_or(Claim::New))
 }
 
+/// Gives back keys claimed in this transaction by requests that were then refused (a group commit goes on
+/// with the others), so a retry of those requests is not mistaken for another request.
+pub async fn release(tx: &mut Transaction<'_, Postgres>, keys: &[&str]) -> Result<()> {
+    if !keys.is_empty() {
+        sqlx::query("DELETE FROM idempotency_keys WHERE key = ANY($1) AND order_id IS NULL")
+            .bind(keys)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// What a live (unexpired, committed) key says about this request, without claiming it: `None` when the
 /// key is unused.
 pub async fn find(

@@ -117,14 +117,12 @@ impl OrderService {
         user_id: Option<&str>,
         shopper: &Shopper,
     ) -> Result<Decimal> {
-        let quote = self.pricing.stored_quote(quote_id).await?;
+        let quote = self.pricing.verified_quote(quote_id);
         let reason = match &quote {
-            None => format!("Quote {quote_id} has expired or does not exist"),
-            Some(q) if q.product_id != product_id => {
-                format!("Quote {quote_id} is for product {}", q.product_id)
-            }
+            None => "The quote has expired or is not valid".to_string(),
+            Some(q) if q.product_id != product_id => format!("The quote is for product {}", q.product_id),
             Some(q) if q.user_id.as_deref() != user_id => {
-                format!("Quote {quote_id} was made for another customer")
+                "The quote was made for another customer".to_string()
             }
             Some(q) => return Ok(q.final_price),
         };

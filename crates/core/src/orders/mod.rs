@@ -4,6 +4,7 @@
 //! enqueued). The api only parses and answers; `db::orders` only runs SQL; the pricing rules an order
 //! follows are in `lines.rs`, each with a test.
 
+mod batch;
 mod lines;
 
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct OrderService {
     pricing: Arc<PricingService>,
     queue: OrderQueue,
     settings: Arc<Settings>,
+    /// Single-product orders waiting for their product's next group commit (`batch.rs`).
+    batches: batch::Batches,
 }
 
 impl OrderService {
@@ -38,7 +41,7 @@ impl OrderService {
         queue: OrderQueue,
         settings: Arc<Settings>,
     ) -> Arc<Self> {
-        Arc::new(Self { db, cache, pricing, queue, settings })
+        Arc::new(Self { db, cache, pricing, queue, settings, batches: batch::Batches::default() })
     }
 
     /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
@@ -59,9 +62,14 @@ impl OrderService {
             }
         }
         let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
-        let wanted = self.resolve_lines(&request, &shopper).await?;
-        let this = Arc::clone(self);
-        let placed = detached(async move { this.sell(request, wanted, shopper).await }).await?;
+        let mut wanted = self.resolve_lines(&request, &shopper).await?;
+        let placed = if wanted.len() == 1 {
+            // One product: committed with the other orders for it that arrive meanwhile (group commit).
+            self.sell_in_batch(request, wanted.remove(0), shopper).await?
+        } else {
+            let this = Arc::clone(self);
+            detached(async move { this.sell(request, wanted, shopper).await }).await?
+        };
         if !placed.replayed {
             tracing::info!(order_id = placed.order.id, total = %placed.order.total_price, "order placed");
             count_order(OrderStatus::Pending);
@@ -92,25 +100,13 @@ impl OrderService {
         let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
         let total = lines::order_total(&items, request.expected_total)?;
         let sale = db::orders::record_sale(&mut tx, request.user_id.as_deref(), total, &items).await?;
-        let order = Order {
-            id: sale.order_id,
-            user_id: request.user_id,
-            status: OrderStatus::Pending,
-            total_price: total,
-            attempts: 0,
-            failure_reason: None,
-            created_at: sale.created_at,
-            updated_at: sale.created_at,
-            processing_started_at: None,
-            completed_at: None,
-            items,
-        };
+        let order = batch::new_order(sale.order_id, sale.created_at, request.user_id, total, items);
         if let Some(key) = &request.idempotency {
             db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
         }
         tx.commit().await?;
 
-        self.products_changed(&sale.products, true).await;
+        self.products_changed(&sale.products, 1).await;
         if let Err(e) = self.queue.enqueue(ProcessOrder::new(sale.order_id), true).await {
             tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
         }
@@ -122,7 +118,7 @@ impl OrderService {
         let this = Arc::clone(self);
         let order = detached(async move {
             let (order, products) = db::orders::cancel(&this.db, order_id).await?;
-            this.products_changed(&products, false).await;
+            this.products_changed(&products, 0).await;
             Ok(order)
         })
         .await?;
@@ -131,8 +127,9 @@ impl OrderService {
         Ok(order)
     }
 
-    async fn products_changed(&self, products: &[Product], sold: bool) {
-        self.cache.products_changed(products, &ProductChange::new(&self.settings, sold)).await;
+    /// After a commit: cached rows refreshed, pricing states tombstoned, `orders` counted per product.
+    async fn products_changed(&self, products: &[Product], orders: u32) {
+        self.cache.products_changed(products, &ProductChange::new(&self.settings, orders)).await;
     }
 }
 

@@ -2,6 +2,7 @@
 //! misses), and quotes an order can honour. Demand counters live with the cache (`cache::demand`).
 
 pub mod model;
+pub mod quote_token;
 pub mod quotes;
 pub mod service;
 

@@ -71,6 +71,7 @@ pub struct PricingService {
     inflight: Mutex<HashMap<(i64, i64), Computation>>,
     /// Identifies the pricing rules (configuration and code version) quotes are made under.
     pub(super) model_fingerprint: u64,
+    pub(super) quote_signer: std::sync::OnceLock<super::quote_token::QuoteSigner>,
     computations: AtomicU64,
 }
 
@@ -90,6 +91,7 @@ impl PricingService {
             cache,
             settings,
             inflight: Mutex::default(),
+            quote_signer: std::sync::OnceLock::new(),
             computations: AtomicU64::new(0),
         }))
     }

@@ -1,0 +1,99 @@
+//! Group commit (`orders/batch.rs`): concurrent single-product orders are committed together, each still
+//! all-or-nothing. A batch that would oversell is split (those that fit are sold), an order refused for its
+//! own reason does not affect the others, and an `Idempotency-Key` still places one order.
+//! (`order_batch_size` on `/metrics` shows the batches; it is process-wide, so tests count transactions.)
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+async fn order(app: &TestApp, body: Value) -> (StatusCode, Value) {
+    let res = app.post("/api/v1/orders", &body).await;
+    (res.status(), res.json().await.unwrap_or_default())
+}
+
+#[tokio::test]
+async fn a_flash_sale_is_committed_in_batches_and_never_oversells() {
+    let app = spawn_app_with(|s| s.database_max_connections = 20).await;
+    let id = app.create_product("Flash", 5.0, 300).await["id"].as_i64().unwrap();
+    let answers =
+        join_all((0..400).map(|i| order(&app, json!({ "user_id": format!("b{i}"), "product_id": id }))))
+            .await;
+    let sold: Vec<&Value> =
+        answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).map(|(_, b)| b).collect();
+    let refused = answers.iter().filter(|(s, _)| *s == StatusCode::BAD_REQUEST).count();
+    assert_eq!((sold.len(), refused), (300, 100), "{:?}", answers.iter().map(|a| a.0).collect::<Vec<_>>());
+    assert_eq!(app.stock_of(id).await, 0);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM order_items WHERE product_id = $1")
+        .bind(id)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(rows, 300, "one row per order sold");
+    let mut ids: Vec<i64> = sold.iter().map(|o| o["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "every answer names its own order");
+    for (_, body) in answers.iter().filter(|(s, _)| *s == StatusCode::BAD_REQUEST) {
+        assert_eq!(body["requested"], 1);
+        assert_eq!(body["available"], 0);
+    }
+    // `created_at` is the transaction's start: orders committed together share it.
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT o.created_at) FROM orders o JOIN order_items i ON i.order_id = o.id
+         WHERE i.product_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(transactions < 300, "300 orders in {transactions} transactions: none shared one");
+    let cached = app.get(&format!("/api/v1/products/{id}/cached")).await.json::<Value>().await.unwrap();
+    assert_eq!(cached["stock"], 0);
+}
+
+#[tokio::test]
+async fn an_order_refused_in_a_batch_does_not_affect_the_others() {
+    let app = spawn_app_with(|_| {}).await;
+    let id = app.create_product("Mixed", 10.0, 1_000).await["id"].as_i64().unwrap();
+    let bodies = (0..60).map(|i| {
+        if i % 3 == 0 {
+            // Saw a lower price than the current one: refused with 409, nothing sold.
+            json!({ "product_id": id, "quantity": 2, "expected_unit_price": 0.5 })
+        } else {
+            json!({ "product_id": id, "quantity": 2 })
+        }
+    });
+    let answers = join_all(bodies.map(|b| order(&app, b))).await;
+    let created = answers.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
+    let conflicts = answers.iter().filter(|(s, _)| *s == StatusCode::CONFLICT).count();
+    assert_eq!((created, conflicts), (40, 20));
+    assert_eq!(app.stock_of(id).await, 1_000 - 80);
+}
+
+#[tokio::test]
+async fn one_key_sent_many_times_at_once_places_one_order_in_a_batch() {
+    let app = spawn_app_with(|_| {}).await;
+    let id = app.create_product("Keyed", 10.0, 100).await["id"].as_i64().unwrap();
+    let send = |key: String| {
+        let request = app
+            .client
+            .post(app.url("/api/v1/orders"))
+            .header("Idempotency-Key", key)
+            .json(&json!({ "user_id": "u1", "product_id": id, "quantity": 3 }))
+            .send();
+        async move {
+            let res = request.await.unwrap();
+            (res.status(), res.json::<Value>().await.unwrap())
+        }
+    };
+    // 30 retries of one purchase and 10 other purchases, all at once.
+    let keys = (0..40).map(|i| if i < 30 { "same-purchase".to_string() } else { format!("other-{i}") });
+    let answers = join_all(keys.map(send)).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::CREATED), "{answers:?}");
+    let same: Vec<i64> = answers[..30].iter().map(|(_, b)| b["id"].as_i64().unwrap()).collect();
+    assert!(same.iter().all(|o| *o == same[0]), "one order for one key: {same:?}");
+    assert_eq!(app.stock_of(id).await, 100 - 3 * 11);
+}

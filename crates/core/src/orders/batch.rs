@@ -1,0 +1,255 @@
+//! Group commit for single-product orders. A design that takes a row lock per order is capped by how many
+//! transactions one hot row admits per second; here the orders for one product that arrive while its
+//! previous batch commits are gathered and committed together: one row lock, one stock decrement, all the
+//! orders and items inserted by one statement. Each order is still all-or-nothing and is answered only
+//! after the commit that contains it. Orders are taken in arrival order: when the stock runs out part-way,
+//! those that fit are sold and the rest get the usual 400; an order refused for its own reason (a price
+//! above what the customer saw, a replayed key) does not affect the others.
+//!
+//! One runner per product and process commits its batches one after the other; several api processes stay
+//! correct because the row lock still serialises their batches. Multi-product orders take the ordinary
+//! path (`OrderService::sell`).
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use tokio::sync::oneshot;
+
+use super::{
+    lines::{self, WantedLine},
+    replayed, OrderRequest, OrderService, Placed,
+};
+use crate::{
+    db::{self, idempotency::Claim},
+    domain::{Order, OrderItem, OrderStatus},
+    jobs::ProcessOrder,
+    pricing::Shopper,
+    Result,
+};
+
+/// The most orders one transaction commits.
+const MAX_BATCH: usize = 256;
+
+/// One order waiting for its batch.
+pub(super) struct Waiting {
+    request: OrderRequest,
+    line: WantedLine,
+    shopper: Shopper,
+    reply: oneshot::Sender<Result<Placed>>,
+}
+
+/// The orders waiting for one product, and whether its runner is at work.
+#[derive(Default)]
+struct ProductQueue {
+    waiting: Vec<Waiting>,
+    running: bool,
+}
+
+/// The queues per product; a product is in the map while its runner runs.
+#[derive(Default)]
+pub(super) struct Batches {
+    queues: Mutex<HashMap<i64, ProductQueue>>,
+}
+
+impl OrderService {
+    /// Sells a single-product order in the next batch for its product, and waits for that batch's commit.
+    pub(super) async fn sell_in_batch(
+        self: &Arc<Self>,
+        request: OrderRequest,
+        line: WantedLine,
+        shopper: Shopper,
+    ) -> Result<Placed> {
+        let product_id = line.product_id;
+        let (reply, answer) = oneshot::channel();
+        let start_runner = {
+            let mut queues = self.batches.queues.lock().expect("batches lock");
+            let queue = queues.entry(product_id).or_default();
+            queue.waiting.push(Waiting { request, line, shopper, reply });
+            !std::mem::replace(&mut queue.running, true)
+        };
+        if start_runner {
+            let this = Arc::clone(self);
+            tokio::spawn(tracing::Instrument::in_current_span(
+                async move { this.run_batches(product_id).await },
+            ));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(crate::Error::Unavailable("the order's batch was dropped".into())))
+    }
+
+    /// Commits the product's waiting orders, batch after batch, until none is left.
+    async fn run_batches(self: Arc<Self>, product_id: i64) {
+        loop {
+            // Lets the orders already on their way join this batch.
+            tokio::task::yield_now().await;
+            let batch: Vec<Waiting> = {
+                let mut queues = self.batches.queues.lock().expect("batches lock");
+                let queue = queues.entry(product_id).or_default();
+                let take = queue.waiting.len().min(MAX_BATCH);
+                if take == 0 {
+                    queues.remove(&product_id);
+                    return;
+                }
+                // A key sent again while its first request waits goes in the next batch, which then
+                // replays the first's order (within one transaction the key is not committed yet).
+                let mut keys = HashSet::new();
+                let (batch, later): (Vec<Waiting>, Vec<Waiting>) = queue
+                    .waiting
+                    .drain(..take)
+                    .partition(|w| keys.insert(key_of(w).to_string()) || key_of(w).is_empty());
+                queue.waiting.splice(0..0, later);
+                batch
+            };
+            metrics::histogram!(crate::prometheus::names::ORDER_BATCH_SIZE).record(batch.len() as f64);
+            self.commit_batch(product_id, batch).await;
+        }
+    }
+
+    async fn commit_batch(&self, product_id: i64, mut batch: Vec<Waiting>) {
+        let demand = self.pricing.recent_orders(&[product_id]).await;
+        let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
+        match self.sell_batch(product_id, &batch, &demand, &mut outcomes).await {
+            Ok(()) => {}
+            Err(e) => {
+                // The transaction failed: no order of the batch was sold.
+                let detail = e.to_string();
+                for outcome in outcomes.iter_mut() {
+                    *outcome = Some(Err(crate::Error::Unavailable(detail.clone())));
+                }
+            }
+        }
+        for (waiting, outcome) in batch.drain(..).zip(outcomes) {
+            let outcome =
+                outcome.unwrap_or_else(|| Err(crate::Error::Unavailable("order not decided".into())));
+            let _ = waiting.reply.send(outcome);
+        }
+    }
+
+    /// The batch's transaction: keys claimed (in key order, so two batches never wait on each other's
+    /// keys), the product locked, each order priced and checked against the stock left by those before it,
+    /// the accepted ones recorded by one statement, their keys recorded, commit; then the post-commit steps.
+    async fn sell_batch(
+        &self,
+        product_id: i64,
+        batch: &[Waiting],
+        demand: &[u64],
+        outcomes: &mut [Option<Result<Placed>>],
+    ) -> Result<()> {
+        let mut tx = self.db.begin().await?;
+        let mut claimed = vec![false; batch.len()];
+        let mut keyed: Vec<usize> =
+            (0..batch.len()).filter(|&i| batch[i].request.idempotency.is_some()).collect();
+        keyed.sort_by(|&a, &b| key_of(&batch[a]).cmp(key_of(&batch[b])));
+        for i in keyed {
+            let key = batch[i].request.idempotency.as_ref().expect("keyed");
+            let ttl = self.settings.idempotency_ttl;
+            match db::idempotency::claim(&mut tx, &key.scoped_key, &key.request_hash, ttl).await? {
+                Claim::New => claimed[i] = true,
+                other => outcomes[i] = Some(replayed(other, key)),
+            }
+        }
+        let mut locked = db::orders::lock_for_sale(&mut tx, &[product_id]).await?;
+        let mut remaining = locked.first().map_or(0, |l| l.product.stock);
+        let mut accepted: Vec<(usize, Vec<OrderItem>, Decimal)> = Vec::new();
+        for (i, waiting) in batch.iter().enumerate() {
+            if outcomes[i].is_some() {
+                continue; // replayed, or its key was used with another request
+            }
+            if let Some(row) = locked.first_mut() {
+                row.product.stock = remaining; // as if the orders before it were already sold
+            }
+            let priced = lines::price_lines(
+                &self.pricing,
+                std::slice::from_ref(&waiting.line),
+                &locked,
+                demand,
+                &waiting.shopper,
+            )
+            .and_then(|items| Ok((lines::order_total(&items, waiting.request.expected_total)?, items)));
+            match priced {
+                Ok((total, items)) => {
+                    remaining -= waiting.line.quantity;
+                    accepted.push((i, items, total));
+                }
+                Err(e) => outcomes[i] = Some(Err(e)),
+            }
+        }
+        // Keys of orders refused here are given back; keys whose claim found an earlier order stay as they are.
+        let refused: Vec<&str> = (0..batch.len())
+            .filter(|&i| claimed[i] && matches!(outcomes[i], Some(Err(_))))
+            .map(|i| key_of(&batch[i]))
+            .collect();
+        db::idempotency::release(&mut tx, &refused).await?;
+        if accepted.is_empty() {
+            tx.commit().await?;
+            return Ok(());
+        }
+        let rows: Vec<db::orders::BatchOrder> = accepted
+            .iter()
+            .map(|(i, items, total)| db::orders::BatchOrder {
+                user_id: batch[*i].request.user_id.clone(),
+                total: *total,
+                item: items[0].clone(),
+            })
+            .collect();
+        let sale = db::orders::record_batch_sale(&mut tx, product_id, &rows).await?;
+        let mut placed = Vec::with_capacity(accepted.len());
+        for ((i, items, total), (order_id, created_at)) in accepted.into_iter().zip(sale.orders) {
+            let order = new_order(order_id, created_at, batch[i].request.user_id.clone(), total, items);
+            if let Some(key) = &batch[i].request.idempotency {
+                db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
+            }
+            placed.push((i, order));
+        }
+        tx.commit().await?;
+
+        self.cache
+            .products_changed(
+                std::slice::from_ref(&sale.product),
+                &crate::cache::ProductChange::new(&self.settings, placed.len() as u32),
+            )
+            .await;
+        let enqueues = placed.iter().map(|(_, order)| self.queue.enqueue(ProcessOrder::new(order.id), true));
+        for (result, (_, order)) in futures::future::join_all(enqueues).await.into_iter().zip(&placed) {
+            if let Err(e) = result {
+                tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
+            }
+        }
+        for (i, order) in placed {
+            outcomes[i] = Some(Ok(Placed { order, replayed: false }));
+        }
+        Ok(())
+    }
+}
+
+fn key_of(waiting: &Waiting) -> &str {
+    waiting.request.idempotency.as_ref().map_or("", |k| k.scoped_key.as_str())
+}
+
+/// An order just placed (`pending`).
+pub(super) fn new_order(
+    id: i64,
+    created_at: DateTime<Utc>,
+    user_id: Option<String>,
+    total_price: Decimal,
+    items: Vec<OrderItem>,
+) -> Order {
+    Order {
+        id,
+        user_id,
+        status: OrderStatus::Pending,
+        total_price,
+        attempts: 0,
+        failure_reason: None,
+        created_at,
+        updated_at: created_at,
+        processing_started_at: None,
+        completed_at: None,
+        items,
+    }
+}
