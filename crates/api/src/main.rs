@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             Application::build(settings).await?.run_until_stopped(shutdown).await
         }
         Command::Seed { products, stock } => {
-            let pool = db::connect(&settings).await?;
+            let pool = db::connect(&settings, db::Commits::Durable).await?;
             db::migrate(&pool).await?;
             let created = db::products::seed(&pool, products, stock).await?;
             tracing::info!(created, requested = products, "seeded demo products (existing SKUs left alone)");

@@ -52,7 +52,7 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         pricing_core::prometheus::install();
         let Backends { db, cache, orders: order_queue, tasks: task_queue } =
-            Backends::connect(&settings, 4).await?;
+            Backends::connect(&settings, 4, pricing_core::db::Commits::Durable).await?;
         let admin_token: Arc<str> = match &settings.admin_token {
             Some(token) => token.as_str().into(),
             None => {

@@ -22,8 +22,12 @@ impl Backends {
     /// Connects to PostgreSQL (creating the database if needed, then migrating) and, lazily, to Redis:
     /// a process starts while Redis is down and reports it in its readiness check. `cache_connections`
     /// multiplexed connections serve the cache.
-    pub async fn connect(settings: &Settings, cache_connections: usize) -> anyhow::Result<Self> {
-        let db = db::connect(settings).await?;
+    pub async fn connect(
+        settings: &Settings,
+        cache_connections: usize,
+        commits: db::Commits,
+    ) -> anyhow::Result<Self> {
+        let db = db::connect(settings, commits).await?;
         db::migrate(&db).await?;
         let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, cache_connections)?;
         let queue_conn = cache::redis_connection(&settings.redis_url)?;

@@ -93,7 +93,8 @@ impl Listener {
     /// itself unhealthy, while Redis is down) and binds `LISTENER_ADDR` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         pricing_core::prometheus::install();
-        let Backends { db, cache, tasks, .. } = Backends::connect(&settings, 2).await?;
+        let Backends { db, cache, tasks, .. } =
+            Backends::connect(&settings, 2, pricing_core::db::Commits::Durable).await?;
         let http = TcpListener::bind(settings.listener_addr).await?;
         let events = EventStream::new(cache.clone(), settings.market_events_max_len);
         let state = Arc::new(ListenerState {

@@ -38,7 +38,8 @@ pub struct Worker {
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         pricing_core::prometheus::install();
-        let Backends { db, cache, orders, tasks } = Backends::connect(&settings, 2).await?;
+        let Backends { db, cache, orders, tasks } =
+            Backends::connect(&settings, 2, pricing_core::db::Commits::Relaxed).await?;
         let http = tokio::net::TcpListener::bind(settings.worker_addr).await?;
         Ok(Self { http, settings: Arc::new(settings), db, cache, orders, tasks })
     }
