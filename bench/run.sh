@@ -120,8 +120,8 @@ done
 if [ -n "$CEILING_URL" ] && curl -fsS "$CEILING_URL/p/1" >/dev/null; then
   PRODUCTS=1000 wrk -t2 -c16 -d1s -s bench/wrk/ceiling_product.lua "$CEILING_URL" >/dev/null
   run_wrk_at "$CEILING_URL" "$C_PRODUCT" ceiling_product.lua PRODUCTS=1000
-  run_wrk_at "$CEILING_URL" "$C_HOT" ceiling_quote.lua FIRST=42 LAST=42
-  run_wrk_at "$CEILING_URL" "$C_SET" ceiling_quote.lua FIRST=1 LAST=10000
+  run_wrk_at "$CEILING_URL" "$C_HOT" quote.lua QUOTE_PATH=/q FIRST=42 LAST=42
+  run_wrk_at "$CEILING_URL" "$C_SET" quote.lua QUOTE_PATH=/q FIRST=1 LAST=10000
 else
   echo "   the bare ceiling did not start: $(cat /tmp/bench-ceiling.log)"
 fi

@@ -95,16 +95,11 @@ impl ApiError {
                     current_items: Some(items.clone()),
                     ..Default::default()
                 },
-                Core::UnitPriceChanged { product_id, current, .. } => ErrorBody {
+                Core::UnitPriceChanged { product_id, current, .. }
+                | Core::QuoteRejected { product_id, current_price: current, .. } => ErrorBody {
                     detail,
                     product_id: Some(*product_id),
                     current_price: Some(*current),
-                    ..Default::default()
-                },
-                Core::QuoteRejected { product_id, current_price, .. } => ErrorBody {
-                    detail,
-                    product_id: Some(*product_id),
-                    current_price: Some(*current_price),
                     ..Default::default()
                 },
                 Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_) => {
