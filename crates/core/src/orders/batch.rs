@@ -106,11 +106,16 @@ impl OrderService {
                 batch
             };
             metrics::histogram!(crate::prometheus::names::ORDER_BATCH_SIZE).record(batch.len() as f64);
-            self.commit_batch(product_id, batch).await;
+            // In a task of its own: should it panic, its customers get an error (their answer channels are
+            // dropped) and this runner goes on with the next batch instead of leaving the product stuck.
+            let this = Arc::clone(&self);
+            if let Err(e) = tokio::spawn(async move { this.commit_batch(product_id, batch).await }).await {
+                tracing::error!(product_id, error = %e, "an order batch failed");
+            }
         }
     }
 
-    async fn commit_batch(&self, product_id: i64, mut batch: Vec<Waiting>) {
+    async fn commit_batch(self: Arc<Self>, product_id: i64, mut batch: Vec<Waiting>) {
         let demand = self.pricing.recent_orders(&[product_id]).await;
         let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
         match self.sell_batch(product_id, &batch, &demand, &mut outcomes).await {
