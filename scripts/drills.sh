@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Failure drills with real processes (drills/drills.py): Redis restarted empty under load, PostgreSQL stopped
+# Failure drills with real processes (drills/: drills.py runs them, scenarios.py says what each does): Redis restarted empty under load, PostgreSQL stopped
 # for 10 s, the worker and the listener killed with SIGKILL mid-work, two of each binary side by side. Each
 # drill counts orders and events created, completed/applied, duplicated and lost, and the run exits non-zero
 # if any guarantee fails. It starts its own throwaway PostgreSQL 15 (port 5442) and redis-server (6390) and
