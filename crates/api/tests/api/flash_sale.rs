@@ -1,4 +1,5 @@
-//! Group commit (`orders/batch.rs`): concurrent single-product orders are committed together, each still
+//! Orders under load: no oversell, no deadlock, and group commit (`orders/batch.rs`): concurrent
+//! single-product orders are committed together, each still
 //! all-or-nothing. A batch that would oversell is split (those that fit are sold), an order refused for its
 //! own reason does not affect the others, and an `Idempotency-Key` still places one order.
 //! (`order_batch_size` on `/metrics` shows the batches; it is process-wide, so tests count transactions.)
@@ -7,7 +8,19 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_at_list_prices, spawn_app_with, TestApp};
+
+fn id_of(v: Value) -> i64 {
+    v["id"].as_i64().expect("an id")
+}
+
+async fn json_of(res: reqwest::Response) -> Value {
+    res.json().await.expect("a JSON body")
+}
+
+async fn order_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&app.db).await.unwrap()
+}
 
 async fn order(app: &TestApp, body: Value) -> (StatusCode, Value) {
     let res = app.post("/api/v1/orders", &body).await;
@@ -96,4 +109,105 @@ async fn one_key_sent_many_times_at_once_places_one_order_in_a_batch() {
     let same: Vec<i64> = answers[..30].iter().map(|(_, b)| b["id"].as_i64().unwrap()).collect();
     assert!(same.iter().all(|o| *o == same[0]), "one order for one key: {same:?}");
     assert_eq!(app.stock_of(id).await, 100 - 3 * 11);
+}
+
+#[tokio::test]
+async fn two_hundred_buyers_of_ten_units_never_oversell() {
+    let app = spawn_app_at_list_prices().await;
+    let product = app.create_product("Hot item", 49.99, 10).await;
+    let pid = product["id"].as_i64().unwrap();
+
+    let statuses: Vec<StatusCode> = join_all((0..200).map(|i| {
+        let app = &app;
+        async move {
+            app.post(
+                "/api/v1/orders",
+                &json!({ "user_id": format!("buyer-{i}"), "product_id": pid, "quantity": 1 }),
+            )
+            .await
+            .status()
+        }
+    }))
+    .await;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
+    assert_eq!((created, refused), (10, 190), "{statuses:?}");
+    assert_eq!(app.stock_of(pid).await, 0);
+
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM order_items WHERE product_id = $1 AND quantity = 1")
+            .bind(pid)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(rows, 10);
+    assert_eq!(order_count(&app).await, 10);
+    let cached = json_of(app.get(&format!("/api/v1/products/{pid}/cached")).await).await;
+    assert_eq!(cached["stock"], 0);
+}
+
+#[tokio::test]
+async fn orders_naming_the_same_products_in_opposite_order_never_deadlock() {
+    const ORDERS: i32 = 100;
+    let app = spawn_app_at_list_prices().await;
+    let a = id_of(app.create_product("A", 1.0, ORDERS).await);
+    let b = id_of(app.create_product("B", 2.0, ORDERS + 5).await);
+
+    let responses: Vec<(StatusCode, Value)> = join_all((0..ORDERS).map(|i| {
+        let app = &app;
+        let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        async move {
+            let res = app
+                .post(
+                    "/api/v1/orders",
+                    &json!({ "items": [
+                        { "product_id": first, "quantity": 1 },
+                        { "product_id": second, "quantity": 1 },
+                    ] }),
+                )
+                .await;
+            let status = res.status();
+            (status, res.json().await.unwrap_or(Value::Null))
+        }
+    }))
+    .await;
+    for (status, body) in &responses {
+        assert_eq!(*status, StatusCode::CREATED, "{body}");
+        assert_eq!(body["total_price"], json!(3.0));
+    }
+    assert_eq!(app.stock_of(a).await, 0);
+    assert_eq!(app.stock_of(b).await, 5);
+    assert_eq!(order_count(&app).await, ORDERS as i64);
+}
+
+/// Cancelling and buying the same product at once must not deadlock: both take the product rows before the
+/// order-status counter rows (`order_stats` shards, `pid % 16`, shared as soon as there are more than 16
+/// connections). Before the fix, cancel took a counter row first and PostgreSQL aborted one side.
+#[tokio::test]
+async fn cancels_racing_purchases_of_the_same_product_never_deadlock() {
+    const ORDERS: i32 = 200;
+    let app = spawn_app_with(|s| {
+        s.database_max_connections = 40;
+        // 400 requests queue for 40 connections on one row: on a loaded machine that wait can exceed the
+        // default, and this test is about deadlocks, not about the pool's limit (`limits.rs` tests that).
+        s.limits.database_acquire_timeout = std::time::Duration::from_secs(30);
+    })
+    .await;
+    let pid = id_of(app.create_product("Contended", 1.0, 2 * ORDERS).await);
+    let mut pending = Vec::new();
+    for _ in 0..ORDERS {
+        pending.push(id_of(json_of(app.order(pid, 1).await).await));
+    }
+    let cancels = join_all(pending.iter().map(|id| {
+        let app = &app;
+        async move { app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await.status() }
+    }));
+    let purchases = join_all((0..ORDERS).map(|_| {
+        let app = &app;
+        async move { app.order(pid, 1).await.status() }
+    }));
+    let (cancels, purchases) = tokio::join!(cancels, purchases);
+    assert!(cancels.iter().all(|s| *s == StatusCode::OK), "{cancels:?}");
+    assert!(purchases.iter().all(|s| *s == StatusCode::CREATED), "{purchases:?}");
+    assert_eq!(app.stock_of(pid).await, ORDERS);
 }

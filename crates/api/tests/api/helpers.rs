@@ -70,6 +70,17 @@ fn init_telemetry(filter: &str) {
     TELEMETRY.get_or_init(|| pricing_core::telemetry::init("pricing-tests", filter, "text"));
 }
 
+/// The api with dynamic pricing held still (no location, demand or scarcity adjustment), so every line
+/// sells at its catalogue price and totals are exact.
+pub async fn spawn_app_at_list_prices() -> TestApp {
+    spawn_app_with(|s| {
+        s.location_multipliers = String::new();
+        s.scarcity_threshold = 0;
+        s.demand_saturation_orders = u64::MAX;
+    })
+    .await
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }

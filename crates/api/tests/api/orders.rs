@@ -1,22 +1,10 @@
 //! Buying: the three request shapes, stock checks, validation, reading and listing orders, cancelling,
-//! metrics and the queue view, the older service's paths, and no overselling or deadlocks under load.
+//! metrics and the queue view, the older service's paths. (Under load: `flash_sale.rs`.)
 
-use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
-
-/// The api with dynamic pricing held still (no location, demand or scarcity adjustment), so every line
-/// sells at its catalogue price and the totals below are exact.
-async fn spawn_app() -> TestApp {
-    spawn_app_with(|s| {
-        s.location_multipliers = String::new();
-        s.scarcity_threshold = 0;
-        s.demand_saturation_orders = u64::MAX;
-    })
-    .await
-}
+use crate::helpers::{spawn_app_at_list_prices as spawn_app, TestApp};
 
 /// What an order's lines add up to.
 fn lines_total(order: &Value) -> f64 {
@@ -593,107 +581,6 @@ async fn the_older_services_paths_answer() {
     let res = app.post(&format!("/orders/{id}/cancel"), &json!({})).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(app.stock_of(id_of(&product)).await, 10);
-}
-
-#[tokio::test]
-async fn two_hundred_buyers_of_ten_units_never_oversell() {
-    let app = spawn_app().await;
-    let product = app.create_product("Hot item", 49.99, 10).await;
-    let pid = id_of(&product);
-
-    let statuses: Vec<StatusCode> = join_all((0..200).map(|i| {
-        let app = &app;
-        async move {
-            app.post(
-                "/api/v1/orders",
-                &json!({ "user_id": format!("buyer-{i}"), "product_id": pid, "quantity": 1 }),
-            )
-            .await
-            .status()
-        }
-    }))
-    .await;
-    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
-    let refused = statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count();
-    assert_eq!((created, refused), (10, 190), "{statuses:?}");
-    assert_eq!(app.stock_of(pid).await, 0);
-
-    let rows: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM order_items WHERE product_id = $1 AND quantity = 1")
-            .bind(pid)
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(rows, 10);
-    assert_eq!(order_count(&app).await, 10);
-    let cached = body(app.get(&format!("/api/v1/products/{pid}/cached")).await).await;
-    assert_eq!(cached["stock"], 0);
-}
-
-#[tokio::test]
-async fn orders_naming_the_same_products_in_opposite_order_never_deadlock() {
-    const ORDERS: i32 = 100;
-    let app = spawn_app().await;
-    let a = id_of(&app.create_product("A", 1.0, ORDERS).await);
-    let b = id_of(&app.create_product("B", 2.0, ORDERS + 5).await);
-
-    let responses: Vec<(StatusCode, Value)> = join_all((0..ORDERS).map(|i| {
-        let app = &app;
-        let (first, second) = if i % 2 == 0 { (a, b) } else { (b, a) };
-        async move {
-            let res = app
-                .post(
-                    "/api/v1/orders",
-                    &json!({ "items": [
-                        { "product_id": first, "quantity": 1 },
-                        { "product_id": second, "quantity": 1 },
-                    ] }),
-                )
-                .await;
-            let status = res.status();
-            (status, res.json().await.unwrap_or(Value::Null))
-        }
-    }))
-    .await;
-    for (status, body) in &responses {
-        assert_eq!(*status, StatusCode::CREATED, "{body}");
-        assert_eq!(body["total_price"], json!(3.0));
-    }
-    assert_eq!(app.stock_of(a).await, 0);
-    assert_eq!(app.stock_of(b).await, 5);
-    assert_eq!(order_count(&app).await, ORDERS as i64);
-}
-
-/// Cancelling and buying the same product at once must not deadlock: both take the product rows before the
-/// order-status counter rows (`order_stats` shards, `pid % 16`, shared as soon as there are more than 16
-/// connections). Before the fix, cancel took a counter row first and PostgreSQL aborted one side.
-#[tokio::test]
-async fn cancels_racing_purchases_of_the_same_product_never_deadlock() {
-    const ORDERS: i32 = 200;
-    let app = spawn_app_with(|s| {
-        s.database_max_connections = 40;
-        // 400 requests queue for 40 connections on one row: on a loaded machine that wait can exceed the
-        // default, and this test is about deadlocks, not about the pool's limit (`limits.rs` tests that).
-        s.limits.database_acquire_timeout = std::time::Duration::from_secs(30);
-    })
-    .await;
-    let pid = id_of(&app.create_product("Contended", 1.0, 2 * ORDERS).await);
-    let mut pending = Vec::new();
-    for _ in 0..ORDERS {
-        pending.push(id_of(&body(app.order(pid, 1).await).await));
-    }
-    let cancels = join_all(pending.iter().map(|id| {
-        let app = &app;
-        async move { app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await.status() }
-    }));
-    let purchases = join_all((0..ORDERS).map(|_| {
-        let app = &app;
-        async move { app.order(pid, 1).await.status() }
-    }));
-    let (cancels, purchases) = tokio::join!(cancels, purchases);
-    assert!(cancels.iter().all(|s| *s == StatusCode::OK), "{cancels:?}");
-    assert!(purchases.iter().all(|s| *s == StatusCode::CREATED), "{purchases:?}");
-    assert_eq!(app.stock_of(pid).await, ORDERS);
 }
 
 /// A SKU freed by deleting its product and given to a new one must name the new product, although
