@@ -24,6 +24,7 @@ use serde_json::json;
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const ORDER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+const OTHER_ORDER_TRACE: &str = "6bf92f3577b34da6a3ce929d0e0e4738";
 
 #[derive(Debug, Clone)]
 struct ReceivedSpan {
@@ -172,14 +173,20 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
         .expect("a job span");
     assert!(job.attributes.iter().any(|(k, _)| k == "queue.wait_ms"), "the queue wait is visible: {job:?}");
 
-    let res = client
-        .post(format!("{}/api/v1/orders", stack.api))
-        .header("traceparent", format!("00-{ORDER_TRACE}-{CALLER_SPAN}-01"))
-        .json(&json!({ "product_id": id, "quantity": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 201);
+    // Orders for one product sent together share a transaction (group commit); each one's job still
+    // continues its own request's trace.
+    let order = |trace: &str| {
+        client
+            .post(format!("{}/api/v1/orders", stack.api))
+            .header("traceparent", format!("00-{trace}-{CALLER_SPAN}-01"))
+            .json(&json!({ "product_id": id, "quantity": 1 }))
+            .send()
+    };
+    let (first, second) = tokio::join!(order(ORDER_TRACE), order(OTHER_ORDER_TRACE));
+    assert_eq!(first.unwrap().status(), 201);
+    assert_eq!(second.unwrap().status(), 201);
+    let other = trace_of(&received, OTHER_ORDER_TRACE, &["pricing-api", "pricing-worker"], CALLER_SPAN).await;
+    assert_one_tree(&other, CALLER_SPAN);
     let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"], CALLER_SPAN).await;
     assert_one_tree(&spans, CALLER_SPAN);
 }

@@ -36,6 +36,8 @@ const MAX_BATCH: usize = 256;
 
 /// One order waiting for its batch.
 pub(super) struct Waiting {
+    /// The request's span: its order's wake-up job carries this trace, whichever request's batch sold it.
+    span: tracing::Span,
     request: OrderRequest,
     line: WantedLine,
     shopper: Shopper,
@@ -68,7 +70,7 @@ impl OrderService {
         let start_runner = {
             let mut queues = self.batches.queues.lock().expect("batches lock");
             let queue = queues.entry(product_id).or_default();
-            queue.waiting.push(Waiting { request, line, shopper, reply });
+            queue.waiting.push(Waiting { span: tracing::Span::current(), request, line, shopper, reply });
             !std::mem::replace(&mut queue.running, true)
         };
         if start_runner {
@@ -109,7 +111,8 @@ impl OrderService {
             // In a task of its own: should it panic, its customers get an error (their answer channels are
             // dropped) and this runner goes on with the next batch instead of leaving the product stuck.
             let this = Arc::clone(&self);
-            if let Err(e) = tokio::spawn(async move { this.commit_batch(product_id, batch).await }).await {
+            let commit = async move { this.commit_batch(product_id, batch).await };
+            if let Err(e) = tokio::spawn(tracing::Instrument::in_current_span(commit)).await {
                 tracing::error!(product_id, error = %e, "an order batch failed");
             }
         }
@@ -219,7 +222,10 @@ impl OrderService {
                 &crate::cache::ProductChange::new(&self.settings, placed.len() as u32),
             )
             .await;
-        let enqueues = placed.iter().map(|(_, order)| self.queue.enqueue(ProcessOrder::new(order.id), true));
+        let enqueues = placed.iter().map(|(i, order)| {
+            let enqueue = self.queue.enqueue(ProcessOrder::new(order.id), true);
+            tracing::Instrument::instrument(enqueue, batch[*i].span.clone())
+        });
         for (result, (_, order)) in futures::future::join_all(enqueues).await.into_iter().zip(&placed) {
             if let Err(e) = result {
                 tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
