@@ -105,7 +105,12 @@ async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
     wait_for_lock_waiters(&mut lock, 10).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (counts, load) = quote_load(&stack.api, quoted, 8, stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await; // under load before the signal
+    // Under load before the signal: wait until the load has been answered a few times.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts.answered.load(Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "the quote load never got answers");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     stack.signal("pricing-api", "TERM");
     // The api has stopped accepting once a new connection is refused; the orders are still in flight.

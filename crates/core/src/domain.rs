@@ -133,6 +133,31 @@ pub struct Order {
     pub items: Vec<OrderItem>,
 }
 
+impl Order {
+    /// An order just placed: `pending`, not yet tried.
+    pub fn placed(
+        id: i64,
+        created_at: DateTime<Utc>,
+        user_id: Option<String>,
+        total_price: Decimal,
+        items: Vec<OrderItem>,
+    ) -> Self {
+        Self {
+            id,
+            user_id,
+            status: OrderStatus::Pending,
+            total_price,
+            attempts: 0,
+            failure_reason: None,
+            created_at,
+            updated_at: created_at,
+            processing_started_at: None,
+            completed_at: None,
+            items,
+        }
+    }
+}
+
 /// Which product a line of an order means: its id, or its SKU (the older order service sent SKUs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ProductRef {

@@ -15,7 +15,6 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio::sync::oneshot;
 
@@ -25,8 +24,7 @@ use super::{
 };
 use crate::{
     db::{self, idempotency::Claim},
-    domain::{Order, OrderItem, OrderStatus},
-    jobs::ProcessOrder,
+    domain::{Order, OrderItem},
     pricing::Shopper,
     Result,
 };
@@ -208,7 +206,7 @@ impl OrderService {
         let sale = db::orders::record_batch_sale(&mut tx, product_id, &rows).await?;
         let mut placed = Vec::with_capacity(accepted.len());
         for ((i, items, total), (order_id, created_at)) in accepted.into_iter().zip(sale.orders) {
-            let order = new_order(order_id, created_at, batch[i].request.user_id.clone(), total, items);
+            let order = Order::placed(order_id, created_at, batch[i].request.user_id.clone(), total, items);
             if let Some(key) = &batch[i].request.idempotency {
                 db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
             }
@@ -216,21 +214,8 @@ impl OrderService {
         }
         tx.commit().await?;
 
-        self.cache
-            .products_changed(
-                std::slice::from_ref(&sale.product),
-                &crate::cache::ProductChange::new(&self.settings, placed.len() as u32),
-            )
-            .await;
-        let enqueues = placed.iter().map(|(i, order)| {
-            let enqueue = self.queue.enqueue(ProcessOrder::new(order.id), true);
-            tracing::Instrument::instrument(enqueue, batch[*i].span.clone())
-        });
-        for (result, (_, order)) in futures::future::join_all(enqueues).await.into_iter().zip(&placed) {
-            if let Err(e) = result {
-                tracing::warn!(order_id = order.id, error = %e, "enqueue failed; the sweeper will pick the order up");
-            }
-        }
+        let jobs = placed.iter().map(|(i, order)| (order.id, batch[*i].span.clone())).collect();
+        self.after_sale(std::slice::from_ref(&sale.product), jobs).await;
         for (i, order) in placed {
             outcomes[i] = Some(Ok(Placed { order, replayed: false }));
         }
@@ -240,27 +225,4 @@ impl OrderService {
 
 fn key_of(waiting: &Waiting) -> &str {
     waiting.request.idempotency.as_ref().map_or("", |k| k.scoped_key.as_str())
-}
-
-/// An order just placed (`pending`).
-pub(super) fn new_order(
-    id: i64,
-    created_at: DateTime<Utc>,
-    user_id: Option<String>,
-    total_price: Decimal,
-    items: Vec<OrderItem>,
-) -> Order {
-    Order {
-        id,
-        user_id,
-        status: OrderStatus::Pending,
-        total_price,
-        attempts: 0,
-        failure_reason: None,
-        created_at,
-        updated_at: created_at,
-        processing_started_at: None,
-        completed_at: None,
-        items,
-    }
 }

@@ -100,16 +100,13 @@ impl OrderService {
         let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
         let total = lines::order_total(&items, request.expected_total)?;
         let sale = db::orders::record_sale(&mut tx, request.user_id.as_deref(), total, &items).await?;
-        let order = batch::new_order(sale.order_id, sale.created_at, request.user_id, total, items);
+        let order = Order::placed(sale.order_id, sale.created_at, request.user_id, total, items);
         if let Some(key) = &request.idempotency {
             db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
         }
         tx.commit().await?;
 
-        self.products_changed(&sale.products, 1).await;
-        if let Err(e) = self.queue.enqueue(ProcessOrder::new(sale.order_id), true).await {
-            tracing::warn!(order_id = sale.order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
-        }
+        self.after_sale(&sale.products, vec![(order.id, tracing::Span::current())]).await;
         Ok(Placed { order, replayed: false })
     }
 
@@ -125,6 +122,21 @@ impl OrderService {
         tracing::info!(order_id, "order cancelled");
         count_order(OrderStatus::Cancelled);
         Ok(order)
+    }
+
+    /// After a sale's commit: the cached rows refreshed and the orders counted for demand (every order names
+    /// every product given), then each order's wake-up job enqueued in its request's span, so the worker's
+    /// work continues that request's trace. A failed enqueue is left to the sweeper.
+    async fn after_sale(&self, products: &[Product], orders: Vec<(i64, tracing::Span)>) {
+        use tracing::Instrument;
+        self.products_changed(products, orders.len() as u32).await;
+        let enqueues = orders.into_iter().map(|(order_id, span)| async move {
+            let enqueued = self.queue.enqueue(ProcessOrder::new(order_id), true).instrument(span).await;
+            if let Err(e) = enqueued {
+                tracing::warn!(order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
+            }
+        });
+        futures::future::join_all(enqueues).await;
     }
 
     /// After a commit: cached rows refreshed, pricing states tombstoned, `orders` counted per product.
