@@ -35,9 +35,7 @@ impl ApiContext {
     /// After a catalogue write: refresh the product's cached row and invalidate its pricing state, so no
     /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
     pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
-        self.cache
-            .products_changed(std::slice::from_ref(product), &ProductChange::new(&self.settings, 0))
-            .await;
+        self.cache.products_changed(&[(product, 0)], &ProductChange::new(&self.settings)).await;
     }
 }
 

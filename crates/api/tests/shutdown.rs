@@ -85,9 +85,10 @@ fn quote_load(
 #[tokio::test]
 async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
     let mut stack = Stack::start("shutdown", &[("RUST_LOG", "debug,sqlx=warn".into())]).await;
-    // Ten products, one order each: orders for one product would share one transaction (group commit).
+    // Four consecutive products, one order each: the api spreads single-product orders over four group-commit
+    // queues by product id, so each order waits at the row lock in a transaction of its own.
     let mut held = vec![];
-    for _ in 0..10 {
+    for _ in 0..4 {
         held.push(stack.create_product(1_000).await);
     }
     let quoted = stack.create_product(1_000).await;
@@ -102,7 +103,7 @@ async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
             tokio::spawn(request.send())
         })
         .collect();
-    wait_for_lock_waiters(&mut lock, 10).await;
+    wait_for_lock_waiters(&mut lock, held.len() as i64).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (counts, load) = quote_load(&stack.api, quoted, 8, stop.clone());
     // Under load before the signal: wait until the load has been answered a few times.

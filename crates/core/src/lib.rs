@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod cache;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -3,11 +3,15 @@
 //! Every transition is a guarded UPDATE in PostgreSQL, fenced by the attempt count, so a job delivered twice
 //! (apalis delivers at least once) or a stale handler whose order was re-taken changes nothing. Deliveries
 //! and tries are counted in PostgreSQL: an order whose processing keeps dying ends `failed`, not looping.
+//!
+//! Claims and completions of the orders in fulfilment at once are gathered (`coalesce`): one UPDATE takes
+//! or completes a whole batch, so the worker's cost in PostgreSQL per order falls as the load grows.
 
 use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
     cache::{Cache, ProductChange},
+    coalesce::Coalescer,
     db,
     domain::OrderStatus,
     orders::count_order,
@@ -28,12 +32,38 @@ pub enum Outcome {
 }
 
 pub struct OrderProcessor {
-    pub db: PgPool,
-    pub cache: Cache,
-    pub settings: Arc<Settings>,
+    db: PgPool,
+    cache: Cache,
+    settings: Arc<Settings>,
+    /// `pending -> processing` for the orders whose jobs arrive together.
+    claims: Coalescer<i64, Option<i32>>,
+    /// `processing -> completed` for the orders whose fulfilment ends together, by `(id, attempts)`.
+    completions: Coalescer<(i64, i32), bool>,
 }
 
+/// The most orders one claim or completion statement carries.
+const MAX_BATCH: usize = 512;
+
 impl OrderProcessor {
+    pub fn new(db: PgPool, cache: Cache, settings: Arc<Settings>) -> Self {
+        let stale_after = settings.order_stale_after;
+        let claims = Coalescer::new("order claims", MAX_BATCH, {
+            let db = db.clone();
+            move |ids: Vec<i64>| {
+                let db = db.clone();
+                async move { db::orders::claim(&db, &ids, stale_after).await }
+            }
+        });
+        let completions = Coalescer::new("order completions", MAX_BATCH, {
+            let db = db.clone();
+            move |held: Vec<(i64, i32)>| {
+                let db = db.clone();
+                async move { db::orders::complete(&db, &held).await }
+            }
+        });
+        Self { db, cache, settings, claims, completions }
+    }
+
     /// One delivery of an order's job: `process`, with PostgreSQL or Redis errors retried with exponential
     /// backoff, at most `ORDER_MAX_ATTEMPTS` tries. If they all fail the order is left where PostgreSQL has
     /// it; the sweeper enqueues it again once it is stale, so it is never lost.
@@ -58,7 +88,7 @@ impl OrderProcessor {
     #[tracing::instrument(skip(self))]
     pub async fn process(&self, order_id: i64) -> pricing_core::Result<Outcome> {
         let s = &self.settings;
-        let Some(mut attempts) = db::orders::claim(&self.db, order_id, s.order_stale_after).await? else {
+        let Some(mut attempts) = self.claims.submit(order_id).await? else {
             return Ok(Outcome::Skipped);
         };
         if attempts > s.order_max_attempts {
@@ -69,7 +99,7 @@ impl OrderProcessor {
         loop {
             match self.fulfil().await {
                 Ok(()) => {
-                    return Ok(if db::orders::complete(&self.db, order_id, attempts).await? {
+                    return Ok(if self.completions.submit((order_id, attempts)).await? {
                         tracing::info!(order_id, attempts, "order completed");
                         count_order(OrderStatus::Completed);
                         Outcome::Completed
@@ -99,7 +129,8 @@ impl OrderProcessor {
             Some(products) => {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
                 count_order(OrderStatus::Failed);
-                self.cache.products_changed(&products, &ProductChange::new(&self.settings, 0)).await;
+                let changed: Vec<_> = products.iter().map(|p| (p, 0)).collect();
+                self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
                 Ok(Outcome::Failed(reason))
             }
             None => Ok(Outcome::Superseded),

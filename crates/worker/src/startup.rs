@@ -50,7 +50,7 @@ impl Worker {
     }
 
     pub fn processor(&self) -> OrderProcessor {
-        OrderProcessor { db: self.db.clone(), cache: self.cache.clone(), settings: self.settings.clone() }
+        OrderProcessor::new(self.db.clone(), self.cache.clone(), self.settings.clone())
     }
 
     pub fn recalculator(&self) -> anyhow::Result<Recalculator> {

@@ -153,8 +153,8 @@ async fn an_order_whose_processing_keeps_being_interrupted_ends_failed_with_its_
 
     // Each claim is a delivery whose worker died before finishing: the next one re-takes the order.
     for attempt in 1..=max {
-        let claimed = pricing_core::db::orders::claim(&app.db, id, Duration::ZERO).await.unwrap();
-        assert_eq!(claimed, Some(attempt));
+        let claimed = pricing_core::db::orders::claim(&app.db, &[id], Duration::ZERO).await.unwrap();
+        assert_eq!(claimed, vec![Some(attempt)]);
     }
     assert_eq!(app.order_status(id).await, "processing");
     assert_eq!(attempts_of(&app, id).await, max);

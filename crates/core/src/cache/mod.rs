@@ -58,14 +58,18 @@ const SET_IF_NEWER: &str =
 const PRODUCTS_CHANGED: &str = concat!(
     set_if_newer_lua!(),
     r#"
-local orders = tonumber(ARGV[1])
+local sold = 0
 for i = 1, (#KEYS - 1) / 2 do
-    local version, json, id = ARGV[4 + 3 * i - 2], ARGV[4 + 3 * i - 1], ARGV[4 + 3 * i]
-    set_if_newer(KEYS[2 * i - 1], version, json, ARGV[2])
-    set_if_newer(KEYS[2 * i], version, 'null', ARGV[3])
-    if orders > 0 then redis.call('HINCRBY', KEYS[#KEYS], id, orders) end
+    local at = 3 + 4 * (i - 1)
+    local version, json, id, orders = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
+    set_if_newer(KEYS[2 * i - 1], version, json, ARGV[1])
+    set_if_newer(KEYS[2 * i], version, 'null', ARGV[2])
+    if orders > 0 then
+        redis.call('HINCRBY', KEYS[#KEYS], id, orders)
+        sold = sold + orders
+    end
 end
-if orders > 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[4]) end
+if sold > 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[3]) end
 return 1
 "#
 );
@@ -117,17 +121,14 @@ pub struct LookupCounts {
 /// What `products_changed` needs to know besides the products.
 #[derive(Debug, Clone, Copy)]
 pub struct ProductChange {
-    /// Orders sold per product, counted for the demand multiplier (0: not a sale).
-    pub orders: u32,
     pub product_ttl: Duration,
     pub price_ttl: Duration,
     pub demand_window_minutes: u32,
 }
 
 impl ProductChange {
-    pub fn new(settings: &crate::Settings, orders: u32) -> Self {
+    pub fn new(settings: &crate::Settings) -> Self {
         Self {
-            orders,
             product_ttl: settings.cache_ttl,
             price_ttl: settings.price_cache_ttl,
             demand_window_minutes: settings.demand_window_minutes,
@@ -270,34 +271,37 @@ impl Cache {
     }
 
     /// After a commit that changed products (an update, a sale, stock given back): stores their new rows
-    /// for `/cached`, invalidates their pricing states as of the new versions and, for a sale, counts the
-    /// demand; one script, one round trip. Best effort: a Redis failure is logged, and the versioned entries
+    /// for `/cached`, invalidates their pricing states as of the new versions and counts the orders sold
+    /// of each (0: not a sale) for the demand multiplier; one script, one round trip. Best effort: a Redis failure is logged, and the versioned entries
     /// still refuse anything older than what PostgreSQL committed.
     #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system = "redis"))]
-    pub async fn products_changed(&self, products: &[crate::domain::Product], change: &ProductChange) {
+    pub async fn products_changed(
+        &self,
+        products: &[(&crate::domain::Product, u32)],
+        change: &ProductChange,
+    ) {
         if products.is_empty() {
             return;
         }
         let mut invocation = self.products_changed.prepare_invoke();
-        for product in products {
+        for (product, _) in products {
             invocation.key(self.keys.product(product.id)).key(self.keys.price(product.id));
         }
         invocation
             .key(self.keys.demand_bucket(demand::current_minute()))
-            .arg(change.orders)
             .arg(change.product_ttl.as_millis() as u64)
             .arg(change.price_ttl.as_millis() as u64)
             .arg((u64::from(change.demand_window_minutes) + 2) * 60);
-        for product in products {
+        for (product, orders) in products {
             let json = serde_json::to_string(product).expect("products serialize");
-            invocation.arg(product.version).arg(json).arg(product.id);
+            invocation.arg(product.version).arg(json).arg(product.id).arg(*orders);
         }
         let result: Result<i32> = match self.conn().await {
             Ok(mut conn) => invocation.invoke_async(&mut conn).await.map_err(Into::into),
             Err(e) => Err(e),
         };
         if let Err(e) = result {
-            let ids: Vec<i64> = products.iter().map(|p| p.id).collect();
+            let ids: Vec<i64> = products.iter().map(|(p, _)| p.id).collect();
             tracing::warn!(?ids, error = %e, "could not refresh the cached products");
         }
     }

@@ -1,14 +1,16 @@
 //! Group commit for single-product orders. A design that takes a row lock per order is capped by how many
-//! transactions one hot row admits per second; here the orders for one product that arrive while its
-//! previous batch commits are gathered and committed together: one row lock, one stock decrement, all the
+//! transactions one hot row admits per second; here the orders that arrive while the previous batch commits
+//! are gathered and committed together: one lock per product, one stock decrement per product, all the
 //! orders and items inserted by one statement. Each order is still all-or-nothing and is answered only
-//! after the commit that contains it. Orders are taken in arrival order: when the stock runs out part-way,
-//! those that fit are sold and the rest get the usual 400; an order refused for its own reason (a price
-//! above what the customer saw, a replayed key) does not affect the others.
+//! after the commit that contains it. Each product's orders are taken in arrival order: when its stock runs
+//! out part-way, those that fit are sold and the rest get the usual 400; an order refused for its own
+//! reason (a price above what the customer saw, a replayed key) does not affect the others.
 //!
-//! One runner per product and process commits its batches one after the other; several api processes stay
-//! correct because the row lock still serialises their batches. Multi-product orders take the ordinary
-//! path (`OrderService::sell`).
+//! Products are spread over `SHARDS` queues by id; one runner per queue and process commits its batches
+//! one after the other, so a hot product's orders share one transaction and orders for many products share
+//! a few. A batch locks its products in ascending id order, like every transaction that touches products,
+//! so batches of several queues or api processes cannot deadlock; the row locks still serialise them.
+//! Multi-product orders take the ordinary path (`OrderService::sell`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,6 +33,10 @@ use crate::{
 
 /// The most orders one transaction commits.
 const MAX_BATCH: usize = 256;
+/// Batches one process commits at once (each product always in the same one): a few, so one batch's
+/// commit (its WAL flush) overlaps the next one's statements.
+/// (`tests/shutdown.rs` relies on four consecutive products landing in four queues.)
+const SHARDS: i64 = 4;
 
 /// One order waiting for its batch.
 pub(super) struct Waiting {
@@ -42,57 +48,57 @@ pub(super) struct Waiting {
     reply: oneshot::Sender<Result<Placed>>,
 }
 
-/// The orders waiting for one product, and whether its runner is at work.
+/// The orders waiting in one shard, and whether its runner is at work.
 #[derive(Default)]
-struct ProductQueue {
+struct ShardQueue {
     waiting: Vec<Waiting>,
     running: bool,
 }
 
-/// The queues per product; a product is in the map while its runner runs.
+/// The queues per shard; a shard is in the map while its runner runs.
 #[derive(Default)]
 pub(super) struct Batches {
-    queues: Mutex<HashMap<i64, ProductQueue>>,
+    queues: Mutex<HashMap<i64, ShardQueue>>,
 }
 
 impl OrderService {
-    /// Sells a single-product order in the next batch for its product, and waits for that batch's commit.
+    /// Sells a single-product order in the next batch of its product's shard, and waits for that batch's
+    /// commit.
     pub(super) async fn sell_in_batch(
         self: &Arc<Self>,
         request: OrderRequest,
         line: WantedLine,
         shopper: Shopper,
     ) -> Result<Placed> {
-        let product_id = line.product_id;
+        let shard = line.product_id.rem_euclid(SHARDS);
         let (reply, answer) = oneshot::channel();
         let start_runner = {
             let mut queues = self.batches.queues.lock().expect("batches lock");
-            let queue = queues.entry(product_id).or_default();
+            let queue = queues.entry(shard).or_default();
             queue.waiting.push(Waiting { span: tracing::Span::current(), request, line, shopper, reply });
             !std::mem::replace(&mut queue.running, true)
         };
         if start_runner {
             let this = Arc::clone(self);
-            tokio::spawn(tracing::Instrument::in_current_span(
-                async move { this.run_batches(product_id).await },
-            ));
+            // Not in this request's span: the runner serves everyone's orders (each keeps its own span).
+            tokio::spawn(tracing::Instrument::instrument(this.run_batches(shard), tracing::Span::none()));
         }
         answer
             .await
             .unwrap_or_else(|_| Err(crate::Error::Unavailable("the order's batch was dropped".into())))
     }
 
-    /// Commits the product's waiting orders, batch after batch, until none is left.
-    async fn run_batches(self: Arc<Self>, product_id: i64) {
+    /// Commits the shard's waiting orders, batch after batch, until none is left.
+    async fn run_batches(self: Arc<Self>, shard: i64) {
         loop {
             // Lets the orders already on their way join this batch.
             tokio::task::yield_now().await;
             let batch: Vec<Waiting> = {
                 let mut queues = self.batches.queues.lock().expect("batches lock");
-                let queue = queues.entry(product_id).or_default();
+                let queue = queues.entry(shard).or_default();
                 let take = queue.waiting.len().min(MAX_BATCH);
                 if take == 0 {
-                    queues.remove(&product_id);
+                    queues.remove(&shard);
                     return;
                 }
                 // A key sent again while its first request waits goes in the next batch, which then
@@ -109,17 +115,24 @@ impl OrderService {
             // In a task of its own: should it panic, its customers get an error (their answer channels are
             // dropped) and this runner goes on with the next batch instead of leaving the product stuck.
             let this = Arc::clone(&self);
-            let commit = async move { this.commit_batch(product_id, batch).await };
-            if let Err(e) = tokio::spawn(tracing::Instrument::in_current_span(commit)).await {
-                tracing::error!(product_id, error = %e, "an order batch failed");
+            // Its statements appear in the trace of the batch's first order.
+            let span = batch[0].span.clone();
+            if let Err(e) =
+                tokio::spawn(tracing::Instrument::instrument(this.commit_batch(batch), span)).await
+            {
+                tracing::error!(shard, error = %e, "an order batch failed");
             }
         }
     }
 
-    async fn commit_batch(self: Arc<Self>, product_id: i64, mut batch: Vec<Waiting>) {
-        let demand = self.pricing.recent_orders(&[product_id]).await;
+    async fn commit_batch(self: Arc<Self>, mut batch: Vec<Waiting>) {
+        let mut product_ids: Vec<i64> = batch.iter().map(|w| w.line.product_id).collect();
+        product_ids.sort_unstable();
+        product_ids.dedup();
+        let demand = self.pricing.recent_orders(&product_ids).await;
+        let demand: HashMap<i64, u64> = product_ids.iter().copied().zip(demand).collect();
         let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
-        match self.sell_batch(product_id, &batch, &demand, &mut outcomes).await {
+        match self.sell_batch(&product_ids, &batch, &demand, &mut outcomes).await {
             Ok(()) => {}
             Err(e) => {
                 // The transaction failed: no order of the batch was sold.
@@ -137,13 +150,14 @@ impl OrderService {
     }
 
     /// The batch's transaction: keys claimed (in key order, so two batches never wait on each other's
-    /// keys), the product locked, each order priced and checked against the stock left by those before it,
-    /// the accepted ones recorded by one statement, their keys recorded, commit; then the post-commit steps.
+    /// keys), the products locked (in id order), each order priced and checked against the stock its
+    /// product has left after the orders before it, the accepted ones recorded by one statement, their keys
+    /// recorded, commit; then the post-commit steps.
     async fn sell_batch(
         &self,
-        product_id: i64,
+        product_ids: &[i64],
         batch: &[Waiting],
-        demand: &[u64],
+        demand: &HashMap<i64, u64>,
         outcomes: &mut [Option<Result<Placed>>],
     ) -> Result<()> {
         let mut tx = self.db.begin().await?;
@@ -159,27 +173,28 @@ impl OrderService {
                 other => outcomes[i] = Some(replayed(other, key)),
             }
         }
-        let mut locked = db::orders::lock_for_sale(&mut tx, &[product_id]).await?;
-        let mut remaining = locked.first().map_or(0, |l| l.product.stock);
+        // Each locked row's stock is lowered as its orders are accepted: the next order for it is checked
+        // as if those before it were already sold.
+        let mut locked = db::orders::lock_for_sale(&mut tx, product_ids).await?;
         let mut accepted: Vec<(usize, Vec<OrderItem>, Decimal)> = Vec::new();
         for (i, waiting) in batch.iter().enumerate() {
             if outcomes[i].is_some() {
                 continue; // replayed, or its key was used with another request
             }
-            if let Some(row) = locked.first_mut() {
-                row.product.stock = remaining; // as if the orders before it were already sold
-            }
+            let product_id = waiting.line.product_id;
             let priced = lines::price_lines(
                 &self.pricing,
                 std::slice::from_ref(&waiting.line),
                 &locked,
-                demand,
+                &[demand.get(&product_id).copied().unwrap_or(0)],
                 &waiting.shopper,
             )
             .and_then(|items| Ok((lines::order_total(&items, waiting.request.expected_total)?, items)));
             match priced {
                 Ok((total, items)) => {
-                    remaining -= waiting.line.quantity;
+                    if let Some(row) = locked.iter_mut().find(|l| l.product.id == product_id) {
+                        row.product.stock -= waiting.line.quantity;
+                    }
                     accepted.push((i, items, total));
                 }
                 Err(e) => outcomes[i] = Some(Err(e)),
@@ -203,7 +218,7 @@ impl OrderService {
                 item: items[0].clone(),
             })
             .collect();
-        let sale = db::orders::record_batch_sale(&mut tx, product_id, &rows).await?;
+        let sale = db::orders::record_batch_sale(&mut tx, &rows).await?;
         let mut placed = Vec::with_capacity(accepted.len());
         for ((i, items, total), (order_id, created_at)) in accepted.into_iter().zip(sale.orders) {
             let order = Order::placed(order_id, created_at, batch[i].request.user_id.clone(), total, items);
@@ -215,7 +230,15 @@ impl OrderService {
         tx.commit().await?;
 
         let jobs = placed.iter().map(|(i, order)| (order.id, batch[*i].span.clone())).collect();
-        self.after_sale(std::slice::from_ref(&sale.product), jobs).await;
+        let sold = sale
+            .products
+            .into_iter()
+            .map(|p| {
+                let orders = placed.iter().filter(|(i, _)| batch[*i].line.product_id == p.id).count();
+                (p, orders as u32)
+            })
+            .collect();
+        self.after_sale(sold, jobs).await;
         for (i, order) in placed {
             outcomes[i] = Some(Ok(Placed { order, replayed: false }));
         }

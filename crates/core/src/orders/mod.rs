@@ -1,9 +1,10 @@
 //! The order use case, in one direction: resolve the lines, decide each line's price (an honoured quote or
 //! the current dynamic price), run the sale's transaction (lock in id order, check, decrement, insert),
-//! then the post-commit steps (cached products refreshed and demand counted in one script, the wake-up job
-//! enqueued). The api only parses and answers; `db::orders` only runs SQL; the pricing rules an order
+//! then the post-commit steps (cached products refreshed and demand counted in one script, the wake-up jobs
+//! enqueued in another, both shared by the sales committed at about the same time: `after_sale.rs`). The api only parses and answers; `db::orders` only runs SQL; the pricing rules an order
 //! follows are in `lines.rs`, each with a test.
 
+mod after_sale;
 mod batch;
 mod lines;
 
@@ -17,7 +18,7 @@ use crate::{
     cache::{Cache, ProductChange},
     db::{self, idempotency::Claim},
     domain::{Order, OrderStatus, Product},
-    jobs::{OrderQueue, ProcessOrder},
+    jobs::OrderQueue,
     pricing::{PricingService, Shopper},
     prometheus::names,
     Error, Result, Settings,
@@ -27,8 +28,9 @@ pub struct OrderService {
     db: PgPool,
     cache: Cache,
     pricing: Arc<PricingService>,
-    queue: OrderQueue,
     settings: Arc<Settings>,
+    /// The post-commit steps of the sales committed at about the same time, in one flush.
+    after_sale: after_sale::AfterSale,
     /// Single-product orders waiting for their product's next group commit (`batch.rs`).
     batches: batch::Batches,
 }
@@ -41,7 +43,8 @@ impl OrderService {
         queue: OrderQueue,
         settings: Arc<Settings>,
     ) -> Arc<Self> {
-        Arc::new(Self { db, cache, pricing, queue, settings, batches: batch::Batches::default() })
+        let after_sale = after_sale::after_sale(cache.clone(), queue, settings.clone());
+        Arc::new(Self { db, cache, pricing, settings, after_sale, batches: batch::Batches::default() })
     }
 
     /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
@@ -106,7 +109,8 @@ impl OrderService {
         }
         tx.commit().await?;
 
-        self.after_sale(&sale.products, vec![(order.id, tracing::Span::current())]).await;
+        let products = sale.products.into_iter().map(|p| (p, 1)).collect();
+        self.after_sale(products, vec![(order.id, tracing::Span::current())]).await;
         Ok(Placed { order, replayed: false })
     }
 
@@ -115,7 +119,7 @@ impl OrderService {
         let this = Arc::clone(self);
         let order = detached(async move {
             let (order, products) = db::orders::cancel(&this.db, order_id).await?;
-            this.products_changed(&products, 0).await;
+            this.products_changed(&products).await;
             Ok(order)
         })
         .await?;
@@ -124,24 +128,17 @@ impl OrderService {
         Ok(order)
     }
 
-    /// After a sale's commit: the cached rows refreshed and the orders counted for demand (every order names
-    /// every product given), then each order's wake-up job enqueued in its request's span, so the worker's
-    /// work continues that request's trace. A failed enqueue is left to the sweeper.
-    async fn after_sale(&self, products: &[Product], orders: Vec<(i64, tracing::Span)>) {
-        use tracing::Instrument;
-        self.products_changed(products, orders.len() as u32).await;
-        let enqueues = orders.into_iter().map(|(order_id, span)| async move {
-            let enqueued = self.queue.enqueue(ProcessOrder::new(order_id), true).instrument(span).await;
-            if let Err(e) = enqueued {
-                tracing::warn!(order_id, error = %e, "enqueue failed; the sweeper will pick the order up");
-            }
-        });
-        futures::future::join_all(enqueues).await;
+    /// After a sale's commit: the cached rows refreshed and the orders sold of each product counted for
+    /// demand, then each order's wake-up job enqueued (stamped in its request's span, so the worker's work
+    /// continues that request's trace); gathered with the other sales of the moment (`after_sale.rs`).
+    async fn after_sale(&self, products: Vec<(Product, u32)>, orders: Vec<(i64, tracing::Span)>) {
+        let _ = self.after_sale.submit(after_sale::SaleCommitted::new(products, orders)).await;
     }
 
-    /// After a commit: cached rows refreshed, pricing states tombstoned, `orders` counted per product.
-    async fn products_changed(&self, products: &[Product], orders: u32) {
-        self.cache.products_changed(products, &ProductChange::new(&self.settings, orders)).await;
+    /// After a cancellation's commit: cached rows refreshed, pricing states tombstoned.
+    async fn products_changed(&self, products: &[Product]) {
+        let changed: Vec<(&Product, u32)> = products.iter().map(|p| (p, 0)).collect();
+        self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
     }
 }
 

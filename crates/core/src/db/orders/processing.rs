@@ -8,21 +8,24 @@ use sqlx::PgPool;
 use super::sale::{lock_products_of, restore_stock};
 use crate::{domain::Product, Result};
 
-/// Takes an order for processing: `pending -> processing`, or re-takes one whose processing was abandoned
-/// (its worker died) longer than `stale_after` ago. Counts the delivery; returns the new attempt count,
-/// which fences the later transitions, or `None` when there is nothing to do (a duplicate delivery).
-#[tracing::instrument(skip(pool))]
-pub async fn claim(pool: &PgPool, id: i64, stale_after: Duration) -> Result<Option<i32>> {
-    Ok(sqlx::query_scalar(
+/// Takes orders for processing: `pending -> processing`, or re-takes one whose processing was abandoned
+/// (its worker died) longer than `stale_after` ago. Counts the delivery; returns, per id in `ids`' order,
+/// the new attempt count, which fences the later transitions, or `None` when there is nothing to do (a
+/// duplicate delivery). One statement for the whole batch.
+#[tracing::instrument(skip(pool, ids), fields(count = ids.len()))]
+pub async fn claim(pool: &PgPool, ids: &[i64], stale_after: Duration) -> Result<Vec<Option<i32>>> {
+    let taken: Vec<(i64, i32)> = sqlx::query_as(
         "UPDATE orders SET status = 'processing', attempts = attempts + 1, processing_started_at = now()
-         WHERE id = $1 AND (status = 'pending'
+         WHERE id = ANY($1) AND (status = 'pending'
                OR (status = 'processing' AND processing_started_at < now() - make_interval(secs => $2)))
-         RETURNING attempts",
+         RETURNING id, attempts",
     )
-    .bind(id)
+    .bind(ids)
     .bind(stale_after.as_secs_f64())
-    .fetch_optional(pool)
-    .await?)
+    .fetch_all(pool)
+    .await?;
+    let taken: std::collections::HashMap<i64, i32> = taken.into_iter().collect();
+    Ok(ids.iter().map(|id| taken.get(id).copied()).collect())
 }
 
 /// Records one more fulfilment try of an order this handler holds; `None` if it no longer holds it.
@@ -37,18 +40,23 @@ pub async fn record_retry(pool: &PgPool, id: i64, attempts: i32) -> Result<Optio
     .await?)
 }
 
-/// `processing -> completed`, only by the holder of attempt `attempts`. Returns whether it happened.
-#[tracing::instrument(skip(pool))]
-pub async fn complete(pool: &PgPool, id: i64, attempts: i32) -> Result<bool> {
-    let done = sqlx::query(
-        "UPDATE orders SET status = 'completed', completed_at = now()
-         WHERE id = $1 AND status = 'processing' AND attempts = $2",
+/// `processing -> completed` for each `(id, attempts)`, only by the holder of that attempt. Returns, per
+/// pair in order, whether it happened. One statement for the whole batch.
+#[tracing::instrument(skip(pool, held), fields(count = held.len()))]
+pub async fn complete(pool: &PgPool, held: &[(i64, i32)]) -> Result<Vec<bool>> {
+    let (ids, attempts): (Vec<i64>, Vec<i32>) = held.iter().copied().unzip();
+    let done: Vec<i64> = sqlx::query_scalar(
+        "UPDATE orders o SET status = 'completed', completed_at = now()
+         FROM unnest($1::bigint[], $2::int[]) AS held(id, attempts)
+         WHERE o.id = held.id AND o.status = 'processing' AND o.attempts = held.attempts
+         RETURNING o.id",
     )
-    .bind(id)
-    .bind(attempts)
-    .execute(pool)
+    .bind(&ids)
+    .bind(&attempts)
+    .fetch_all(pool)
     .await?;
-    Ok(done.rows_affected() == 1)
+    let done: std::collections::HashSet<i64> = done.into_iter().collect();
+    Ok(ids.iter().map(|id| done.contains(id)).collect())
 }
 
 /// `processing -> failed` with the reason, giving the stock back in the same transaction. Returns the

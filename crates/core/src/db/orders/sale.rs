@@ -101,27 +101,28 @@ pub async fn record_sale(
     Ok(Sale { order_id, created_at, products: sold.into_iter().map(|s| s.product).collect() })
 }
 
-/// One order of a group commit: one product (the batch's), its line and its total.
+/// One order of a group commit: its one line and its total.
 pub struct BatchOrder {
     pub user_id: Option<String>,
     pub total: Decimal,
     pub item: OrderItem,
 }
 
-/// What `record_batch_sale` wrote: each order's id and time, in the batch's order, and the product after.
+/// What `record_batch_sale` wrote: each order's id and time, in the batch's order, and the products after.
 pub struct BatchSale {
     pub orders: Vec<(i64, DateTime<Utc>)>,
-    pub product: Product,
+    pub products: Vec<Product>,
 }
 
-/// In one statement, while the product's row is locked: decrements its stock by the batch's quantities and
-/// inserts every order and its item. Ids are drawn in the batch's order, so the answer maps back to it.
+/// In one statement, while the products' rows are locked: decrements each product's stock by its orders'
+/// quantities and inserts every order and its item. Ids are drawn in the batch's order, so the answer maps
+/// back to it. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
 #[tracing::instrument(skip(tx, orders), fields(orders = orders.len()))]
 pub async fn record_batch_sale(
     tx: &mut Transaction<'_, Postgres>,
-    product_id: i64,
     orders: &[BatchOrder],
 ) -> Result<BatchSale> {
+    let products: Vec<i64> = orders.iter().map(|o| o.item.product_id).collect();
     let users: Vec<Option<&str>> = orders.iter().map(|o| o.user_id.as_deref()).collect();
     let totals: Vec<Decimal> = orders.iter().map(|o| o.total).collect();
     let quantities: Vec<i32> = orders.iter().map(|o| o.item.quantity).collect();
@@ -129,21 +130,23 @@ pub async fn record_batch_sale(
     let sources: Vec<&str> = orders.iter().map(|o| o.item.price_source.as_str()).collect();
     let placed: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH input AS (
-             SELECT * FROM unnest($2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[])
-                 WITH ORDINALITY AS t(user_id, total, quantity, unit_price, source, ord)),
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[])
+                 WITH ORDINALITY AS t(product_id, user_id, total, quantity, unit_price, source, ord)),
          numbered AS MATERIALIZED (
              SELECT input.*, nextval(pg_get_serial_sequence('orders', 'id')) AS id FROM input ORDER BY ord),
          sold AS (
-             UPDATE products SET stock = stock - (SELECT sum(quantity) FROM input) WHERE id = $1),
+             UPDATE products SET stock = stock - s.quantity
+             FROM (SELECT product_id, sum(quantity) AS quantity FROM input GROUP BY product_id) s
+             WHERE products.id = s.product_id),
          placed AS (
              INSERT INTO orders (id, user_id, total_price) OVERRIDING SYSTEM VALUE
              SELECT id, user_id, total FROM numbered ORDER BY ord RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
-             SELECT id, $1, quantity, unit_price, source FROM numbered)
+             SELECT id, product_id, quantity, unit_price, source FROM numbered)
          SELECT placed.id, placed.created_at FROM numbered JOIN placed USING (id) ORDER BY numbered.ord",
     )
-    .bind(product_id)
+    .bind(&products)
     .bind(&users)
     .bind(&totals)
     .bind(&quantities)
@@ -152,15 +155,15 @@ pub async fn record_batch_sale(
     .fetch_all(&mut **tx)
     .await?;
     // The statement's own snapshot does not show its UPDATE; this one does.
-    let product = sqlx::query_as::<_, Product>(concat!(
+    let products = sqlx::query_as::<_, Product>(concat!(
         "SELECT ",
         locked_product_columns!(),
-        " FROM products WHERE products.id = $1"
+        " FROM products WHERE products.id = ANY($1) ORDER BY products.id"
     ))
-    .bind(product_id)
-    .fetch_one(&mut **tx)
+    .bind(&products)
+    .fetch_all(&mut **tx)
     .await?;
-    Ok(BatchSale { orders: placed, product })
+    Ok(BatchSale { orders: placed, products })
 }
 
 /// Cancels a pending order and puts its stock back, in one transaction.

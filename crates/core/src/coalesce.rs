@@ -1,0 +1,146 @@
+//! Gathering concurrent calls into one round trip. Under load many tasks make the same small call at once
+//! (claim an order, complete it, enqueue its job); each call as its own statement or script costs a round
+//! trip and, in PostgreSQL, a commit. A `Coalescer` lets them queue while the previous flush runs and hands
+//! them over together: one `UPDATE ... WHERE id = ANY($1)`, one Lua script. Each caller still gets its own
+//! answer, and only after the flush that carries its item. At low load a flush carries one item and costs
+//! no waiting (there is no timer: a flush starts as soon as the runner is free).
+//!
+//! The flushes of one coalescer run one after the other, so at most one connection is busy with them.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::oneshot;
+
+use crate::{Error, Result};
+
+type Flush<I, O> = dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Result<Vec<O>>> + Send>> + Send + Sync;
+
+/// Calls of one kind, gathered into batches of at most `max` items.
+pub struct Coalescer<I, O> {
+    name: &'static str,
+    max: usize,
+    state: Arc<Mutex<State<I, O>>>,
+    flush: Arc<Flush<I, O>>,
+}
+
+impl<I, O> Clone for Coalescer<I, O> {
+    fn clone(&self) -> Self {
+        Self { name: self.name, max: self.max, state: self.state.clone(), flush: self.flush.clone() }
+    }
+}
+
+struct State<I, O> {
+    waiting: Vec<(I, oneshot::Sender<Result<O>>)>,
+    running: bool,
+}
+
+impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
+    /// `flush` does the batched call and answers one output per item, in the items' order.
+    pub fn new<F, Fut>(name: &'static str, max: usize, flush: F) -> Self
+    where
+        F: Fn(Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<O>>> + Send + 'static,
+    {
+        Self {
+            name,
+            max: max.max(1),
+            state: Arc::new(Mutex::new(State { waiting: Vec::new(), running: false })),
+            flush: Arc::new(move |items| Box::pin(flush(items))),
+        }
+    }
+
+    /// Adds `item` to the next flush and waits for that flush's answer to it.
+    pub async fn submit(&self, item: I) -> Result<O> {
+        let (reply, answer) = oneshot::channel();
+        let start_runner = {
+            let mut state = self.state.lock().expect("coalescer lock");
+            state.waiting.push((item, reply));
+            !std::mem::replace(&mut state.running, true)
+        };
+        if start_runner {
+            // Not in the caller's span: the runner outlives this call and serves everyone's items.
+            let runner = self.clone();
+            tokio::spawn(tracing::Instrument::instrument(runner.run(), tracing::Span::none()));
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(Error::Unavailable(format!("the {} batch was dropped", self.name))))
+    }
+
+    /// Flushes what is waiting, batch after batch, until nothing is.
+    async fn run(self) {
+        loop {
+            // Lets the callers already on their way join this batch.
+            tokio::task::yield_now().await;
+            let batch: Vec<_> = {
+                let mut state = self.state.lock().expect("coalescer lock");
+                let take = state.waiting.len().min(self.max);
+                if take == 0 {
+                    state.running = false;
+                    return;
+                }
+                state.waiting.drain(..take).collect()
+            };
+            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+            let count = items.len();
+            // In a task of its own: a panicking flush fails its batch (the callers get an error), not the runner.
+            let answers = match tokio::spawn((self.flush)(items)).await {
+                Ok(Ok(outputs)) if outputs.len() == count => outputs.into_iter().map(Ok).collect(),
+                Ok(Ok(outputs)) => self.failed(count, format!("answered {} of {count} items", outputs.len())),
+                Ok(Err(e)) => self.failed(count, e.to_string()),
+                Err(e) => self.failed(count, e.to_string()),
+            };
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn failed(&self, count: usize, reason: String) -> Vec<Result<O>> {
+        tracing::warn!(batch = self.name, count, %reason, "a batched call failed");
+        (0..count).map(|_| Err(Error::Unavailable(format!("{} failed: {reason}", self.name)))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn concurrent_calls_share_flushes_and_each_gets_its_own_answer() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let counted = flushes.clone();
+        let doubled = Coalescer::new("double", 64, move |items: Vec<u32>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(items.into_iter().map(|i| i * 2).collect()) }
+        });
+        let calls = (0..200u32).map(|i| {
+            let doubled = doubled.clone();
+            async move { (i, doubled.submit(i).await.unwrap()) }
+        });
+        for (i, answer) in futures::future::join_all(calls).await {
+            assert_eq!(answer, i * 2);
+        }
+        let n = flushes.load(Ordering::SeqCst);
+        assert!((4..200).contains(&n), "200 concurrent calls in batches of at most 64 took {n} flushes");
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_short_flush_fails_each_of_its_callers() {
+        let failing = Coalescer::new("failing", 8, |_: Vec<u8>| async {
+            Err::<Vec<u8>, _>(Error::Unavailable("down".into()))
+        });
+        let err = failing.submit(1).await.unwrap_err();
+        assert!(err.to_string().contains("down"), "{err}");
+
+        let short = Coalescer::new("short", 8, |_: Vec<u8>| async { Ok(Vec::<u8>::new()) });
+        let err = short.submit(1).await.unwrap_err();
+        assert!(err.to_string().contains("answered 0 of 1"), "{err}");
+    }
+}
