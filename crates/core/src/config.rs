@@ -197,7 +197,7 @@ impl Settings {
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
             cache_ttl: Duration::from_secs(parse("CACHE_TTL", 300)?),
             admin_token: env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
-            worker_concurrency: parse("WORKER_CONCURRENCY", 512)?,
+            worker_concurrency: parse("WORKER_CONCURRENCY", 1024)?,
             order_processing_delay: Duration::from_millis(parse("ORDER_PROCESSING_DELAY_MS", 100)?),
             order_failure_rate: parse("ORDER_FAILURE_RATE", 0.0)?,
             order_max_attempts: parse("ORDER_MAX_ATTEMPTS", 5)?,

@@ -1,12 +1,13 @@
 //! The price recalculation: walks every product (or a task's scope) in keyset batches, computes each pricing
 //! state with the same code a quote miss uses, and writes the cache in one pipeline per batch, recording
-//! progress in the task row. One run at a time across all workers: it holds the Redis lock
+//! progress in the task row. Reading, computing and writing overlap (`walk`). One run at a time across all workers: it holds the Redis lock
 //! `recalculate_global_lock` (renewed while it runs, released between attempts); an explicit run that finds
 //! the lock held ends `skipped`, a run started by market events waits for it.
 //! Transient errors (PostgreSQL or Redis unreachable, a lost lock) are retried with exponential backoff, up
 //! to `RECALC_MAX_ATTEMPTS`, resuming after the last finished batch.
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicU32, Ordering},
         Arc,
@@ -14,10 +15,11 @@ use std::{
     time::Duration,
 };
 
+use futures::{stream, StreamExt};
 use pricing_core::{
     cache::Cache,
     db::{
-        products,
+        products::{self, ProductWithMarket},
         tasks::{self, TaskStatus},
     },
     domain::ProductScope,
@@ -144,37 +146,72 @@ impl Recalculator {
         }
     }
 
-    /// Recomputes every product of `scope` after `cursor`, batch by batch.
+    /// Recomputes every product of `scope` after `cursor`, batch by batch, in a pipeline: the next batch is
+    /// read from PostgreSQL while up to `IN_FLIGHT` batches are computed (on the blocking pool, so on every
+    /// core) and written to Redis (one pipeline each). Progress is recorded in order, only for batches
+    /// whose states are stored, so a retry resumes after the last batch known to be done.
     async fn walk(
         &self,
         task_id: Uuid,
         scope: &ProductScope,
-        mut cursor: i64,
+        cursor: i64,
         lost: &CancellationToken,
     ) -> pricing_core::Result<()> {
         let remaining = products::count_after(&self.db, scope, cursor).await?;
         let done = tasks::get(&self.db, task_id).await?.processed;
         tasks::set_total(&self.db, task_id, done + remaining).await?;
-        loop {
+        let size = self.settings.recalc_batch_size;
+        let (db, scope) = (self.db.clone(), scope.clone());
+        let batches = stream::try_unfold(cursor, move |after| {
+            let (db, scope) = (db.clone(), scope.clone());
+            async move {
+                let batch = products::batch_after(&db, &scope, after, size).await?;
+                Ok(batch.last().map(|row| row.product.id).map(|last| (batch, last)))
+            }
+        });
+        // Demand as of the walk's start, read once: it is advisory, and asking per batch for every product
+        // (mostly without orders) would cost Redis more than the writes.
+        let demand = Arc::new(self.pricing.all_recent_orders().await);
+        let finished = batches.map(|batch| self.recalculate(batch, demand.clone())).buffered(IN_FLIGHT);
+        let mut finished = std::pin::pin!(finished);
+        while let Some(batch) = finished.next().await {
+            let (count, last_id) = batch?;
             if lost.is_cancelled() {
                 return Err(Error::Unavailable("lost the recalculation lock".into()));
             }
-            let injected =
-                self.injected_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-            if injected.is_ok() {
-                return Err(Error::Unavailable("injected transient failure".into()));
-            }
-            let batch =
-                products::batch_after(&self.db, scope, cursor, self.settings.recalc_batch_size).await?;
-            let Some(last_id) = batch.last().map(|p| p.id) else { return Ok(()) };
-            let count = batch.len() as i64;
-            let states = self.pricing.compute_states(batch).await?;
-            self.pricing.store_states(&states).await?;
-            cursor = last_id;
-            tasks::record_progress(&self.db, task_id, count, cursor).await?;
+            tasks::record_progress(&self.db, task_id, count, last_id).await?;
         }
+        Ok(())
+    }
+
+    /// One batch: its states computed and stored. Returns its size and last id.
+    async fn recalculate(
+        &self,
+        batch: pricing_core::Result<Vec<ProductWithMarket>>,
+        demand: Arc<HashMap<i64, u64>>,
+    ) -> pricing_core::Result<(i64, i64)> {
+        let batch = batch?;
+        let injected =
+            self.injected_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if injected.is_ok() {
+            return Err(Error::Unavailable("injected transient failure".into()));
+        }
+        let ids: Vec<i64> = batch.iter().map(|row| row.product.id).collect();
+        let (count, last_id) = (ids.len() as i64, ids.last().copied().unwrap_or_default());
+        let pricing = self.pricing.clone();
+        let states = tokio::task::spawn_blocking(move || {
+            let recent: Vec<u64> = ids.iter().map(|id| demand.get(id).copied().unwrap_or(0)).collect();
+            pricing.states_for(batch, &recent)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("the pricing computation failed: {e}")))?;
+        self.pricing.store_states(&states).await?;
+        Ok((count, last_id))
     }
 }
+
+/// Batches computed and written at once while the next one is read.
+const IN_FLIGHT: usize = 3;
 
 /// Waits for another run's lock before a partly done task gives up: with the 10 s backoff cap, minutes,
 /// longer than a whole run of a million products takes.

@@ -84,6 +84,7 @@ impl Worker {
             }
         }
         let sweeper = tokio::spawn(self.sweeper().run(shutdown.clone()));
+        let promoter = tokio::spawn(crate::sweeper::promote_orders(self.orders.clone(), shutdown.clone()));
         let http_addr = self.http.local_addr()?;
         let processor = Arc::new(self.processor());
         let concurrency = self.settings.worker_concurrency.max(1);
@@ -117,7 +118,7 @@ impl Worker {
         let grace = self.settings.shutdown_timeout;
         shutdown::within_grace(&shutdown, grace, async {
             tokio::join!(orders, recalculations);
-            let _ = tokio::join!(sweeper, http);
+            let _ = tokio::join!(sweeper, promoter, http);
         })
         .await;
         tracing::info!("pricing-worker stopped");

@@ -1,14 +1,15 @@
 //! The sweeper: PostgreSQL is the truth and the Redis queue only wakes workers up, so every few seconds
 //! this finds orders left `pending`/`processing` past `ORDER_STALE_AFTER_SECS` (their job was lost: the
 //! enqueue failed, Redis restarted empty, a worker died) and enqueues them again. It also keeps the queue
-//! healthy: promotes due jobs in bounded chunks (apalis' fetch script jams on a backlog of about 8,000)
-//! and deletes finished jobs' data, which apalis keeps forever.
+//! healthy: promotes due jobs in bounded chunks (apalis' fetch script jams on a backlog of about 8,000;
+//! `promote_orders` does it for orders ten times a second) and deletes finished jobs' data, which apalis
+//! keeps forever.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
     db,
-    jobs::{OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
+    jobs::{self, OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
     Settings,
 };
 use sqlx::PgPool;
@@ -57,10 +58,9 @@ impl Sweeper {
         let mut requeued = 0;
         if room > 0 {
             let ids = db::orders::take_stale(&self.db, stale_after, room as i64).await?;
-            for id in &ids {
-                self.orders.enqueue(ProcessOrder::new(*id), false).await?;
-            }
             requeued += ids.len();
+            let jobs = ids.into_iter().map(|id| jobs::stamped(ProcessOrder::new(id))).collect();
+            self.orders.push(jobs, false).await?;
         }
         for task_id in db::tasks::take_stale(&self.db, stale_after, 100).await? {
             self.tasks.enqueue(RecalculatePrices::new(task_id), false).await?;
@@ -72,5 +72,26 @@ impl Sweeper {
         }
         let purged = self.orders.purge_finished(1_000).await? + self.tasks.purge_finished(100).await?;
         Ok(SweepReport { promoted, requeued, purged })
+    }
+}
+
+/// How often `promote_orders` moves due order jobs to the active list: at the api's full order rate
+/// (thousands a second) a few hundred arrive between two runs, far below the backlog that jams a fetch.
+const PROMOTE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Every job apalis pushes lands in its scheduled set, and its fetch script promotes all the due ones at
+/// once, which fails above about 8,000. Under sustained load the sweep's promotion (every
+/// `SWEEP_INTERVAL_MS`) is too rare; this keeps the set small until shutdown.
+pub async fn promote_orders(orders: OrderQueue, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(PROMOTE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = orders.promote_due().await {
+            tracing::debug!(error = %e, "could not promote due order jobs; retrying next tick");
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! `Cache::products_changed` (HINCRBY in the same script that refreshes the cache); reading sums the
 //! window's buckets.
 
+use std::collections::HashMap;
+
 use chrono::Utc;
 
 use super::Cache;
@@ -18,9 +20,8 @@ pub async fn recent_orders(cache: &Cache, product_ids: &[i64], window_minutes: u
     if product_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let now = current_minute();
     let mut pipe = redis::pipe();
-    for minute in (now - i64::from(window_minutes.max(1)) + 1)..=now {
+    for minute in window(window_minutes) {
         pipe.cmd("HMGET").arg(cache.keys.demand_bucket(minute)).arg(product_ids);
     }
     let buckets: Vec<Vec<Option<u64>>> = pipe.query_async(&mut cache.conn().await?).await?;
@@ -31,4 +32,25 @@ pub async fn recent_orders(cache: &Cache, product_ids: &[i64], window_minutes: u
         }
     }
     Ok(totals)
+}
+
+/// Orders in the window for every product that has any, read whole (one `HGETALL` per minute): for a walk
+/// over many products, where asking for each product (mostly without orders) would cost far more.
+pub async fn all_recent_orders(cache: &Cache, window_minutes: u32) -> Result<HashMap<i64, u64>> {
+    let mut pipe = redis::pipe();
+    for minute in window(window_minutes) {
+        pipe.cmd("HGETALL").arg(cache.keys.demand_bucket(minute));
+    }
+    let buckets: Vec<HashMap<i64, u64>> = pipe.query_async(&mut cache.conn().await?).await?;
+    let mut totals: HashMap<i64, u64> = HashMap::new();
+    for (product_id, count) in buckets.into_iter().flatten() {
+        *totals.entry(product_id).or_default() += count;
+    }
+    Ok(totals)
+}
+
+/// The minutes of the demand window, ending with the current one.
+fn window(window_minutes: u32) -> std::ops::RangeInclusive<i64> {
+    let now = current_minute();
+    (now - i64::from(window_minutes.max(1)) + 1)..=now
 }

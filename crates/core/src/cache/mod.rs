@@ -47,14 +47,27 @@ end
     };
 }
 
-const SET_IF_NEWER: &str =
-    concat!(set_if_newer_lua!(), "return set_if_newer(KEYS[1], ARGV[1], ARGV[2], ARGV[3])");
+/// `set_if_newer` for each key; ARGV holds version, value, ttl per key. Returns how many were written.
+const SET_IF_NEWER: &str = concat!(
+    set_if_newer_lua!(),
+    r#"
+local written = 0
+for i = 1, #KEYS do
+    written = written + set_if_newer(KEYS[i], ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i])
+end
+return written
+"#
+);
+
+/// Keys per script call in `set_versioned_many`: enough to spread the call's cost, few enough that Redis
+/// never blocks other clients for long (about 0.1 ms).
+const KEYS_PER_CALL: usize = 100;
 
 /// After committed changes to products, in one round trip: each product's new row stored for `/cached`,
 /// its pricing state replaced by a tombstone of the new version, and, for a sale, its orders counted per
 /// product in the current demand bucket (the last key).
-/// KEYS: product key, price key (per product), demand bucket. ARGV: orders sold (0: none), product ttl ms, price ttl
-/// ms, demand bucket ttl s, then per product: version, row json, id.
+/// KEYS: product key, price key (per product), demand bucket. ARGV: product ttl ms, price ttl ms, demand
+/// bucket ttl s, then per product: version, row json, id, orders sold (0: none).
 const PRODUCTS_CHANGED: &str = concat!(
     set_if_newer_lua!(),
     r#"
@@ -243,7 +256,8 @@ impl Cache {
         Ok(written == 1)
     }
 
-    /// Writes many versioned values in one pipeline (the bulk recalculation). Returns how many were written.
+    /// Writes many versioned values in one pipeline of script calls, `KEYS_PER_CALL` keys each (the bulk
+    /// recalculation). Returns how many were written.
     #[tracing::instrument(name = "cache set versioned many", skip_all, fields(db.system = "redis"))]
     pub async fn set_versioned_many(
         &self,
@@ -257,17 +271,17 @@ impl Cache {
         // Load the script once so the pipeline can use EVALSHA.
         let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(SET_IF_NEWER).query_async(&mut conn).await?;
         let mut pipe = redis::pipe();
-        for (key, version, json) in entries {
-            pipe.cmd("EVALSHA")
-                .arg(self.set_if_newer.get_hash())
-                .arg(1)
-                .arg(key)
-                .arg(*version)
-                .arg(json)
-                .arg(ttl().as_millis() as u64);
+        for chunk in entries.chunks(KEYS_PER_CALL) {
+            let call = pipe.cmd("EVALSHA").arg(self.set_if_newer.get_hash()).arg(chunk.len());
+            for (key, _, _) in chunk {
+                call.arg(key);
+            }
+            for (_, version, json) in chunk {
+                call.arg(*version).arg(json).arg(ttl().as_millis() as u64);
+            }
         }
-        let written: Vec<i64> = pipe.query_async(&mut conn).await?;
-        Ok(written.iter().filter(|w| **w == 1).count() as u64)
+        let written: Vec<u64> = pipe.query_async(&mut conn).await?;
+        Ok(written.iter().sum())
     }
 
     /// After a commit that changed products (an update, a sale, stock given back): stores their new rows

@@ -7,6 +7,15 @@ use crate::{
     Error, Result,
 };
 
+/// A product row with the market multiplier that applies to it (`market_multiplier_of!`): what pricing
+/// reads from PostgreSQL, for a sale (locked) or a recalculation.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ProductWithMarket {
+    #[sqlx(flatten)]
+    pub product: Product,
+    pub market_multiplier: Option<rust_decimal::Decimal>,
+}
+
 #[tracing::instrument(skip(pool))]
 pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Product> {
     let sku = new.sku.clone().unwrap_or_else(generated_sku);
@@ -135,28 +144,34 @@ pub async fn seed(pool: &PgPool, count: i64, stock: i32) -> Result<u64> {
     Ok(result.rows_affected())
 }
 
-/// The next `limit` products of `scope` after id `after`, in id order: keyset pagination for the bulk walk.
+/// The next `limit` products of `scope` after id `after`, in id order, each with its market signal: keyset
+/// pagination for the bulk walk, one query per batch.
 pub async fn batch_after(
     pool: &PgPool,
     scope: &ProductScope,
     after: i64,
     limit: i64,
-) -> Result<Vec<Product>> {
+) -> Result<Vec<ProductWithMarket>> {
     if scope.is_all() {
-        return Ok(sqlx::query_as::<_, Product>(concat!(
+        return Ok(sqlx::query_as::<_, ProductWithMarket>(concat!(
             "SELECT ",
-            product_columns!(),
-            " FROM products WHERE id > $1 ORDER BY id LIMIT $2"
+            locked_product_columns!(),
+            ", ",
+            market_multiplier_of!("products"),
+            " AS market_multiplier FROM products WHERE id > $1 ORDER BY id LIMIT $2"
         ))
         .bind(after)
         .bind(limit)
         .fetch_all(pool)
         .await?);
     }
-    Ok(sqlx::query_as::<_, Product>(concat!(
+    Ok(sqlx::query_as::<_, ProductWithMarket>(concat!(
         "SELECT ",
-        product_columns!(),
-        " FROM products WHERE id > $1 AND (id = ANY($3) OR category = ANY($4)) ORDER BY id LIMIT $2"
+        locked_product_columns!(),
+        ", ",
+        market_multiplier_of!("products"),
+        " AS market_multiplier FROM products
+          WHERE id > $1 AND (id = ANY($3) OR category = ANY($4)) ORDER BY id LIMIT $2"
     ))
     .bind(after)
     .bind(limit)

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 
 use super::OrderService;
 use crate::{
-    db::orders::LockedProduct,
+    db::products::ProductWithMarket,
     domain::{OrderItem, PriceBasis, ProductRef},
     money::{round_cents, MAX_AMOUNT},
     pricing::{
@@ -161,7 +161,7 @@ fn merge(existing: &mut WantedLine, next: WantedLine) -> Result<()> {
 pub(super) fn price_lines(
     pricing: &PricingService,
     wanted: &[WantedLine],
-    locked: &[LockedProduct],
+    locked: &[ProductWithMarket],
     demand: &[u64],
     shopper: &Shopper,
 ) -> Result<Vec<OrderItem>> {
@@ -170,7 +170,7 @@ pub(super) fn price_lines(
         .iter()
         .zip(demand)
         .map(|(line, &recent_orders)| {
-            let LockedProduct { product, market_multiplier } = locked
+            let ProductWithMarket { product, market_multiplier } = locked
                 .iter()
                 .find(|l| l.product.id == line.product_id)
                 .ok_or_else(|| Error::NotFound(format!("Product {} not found", line.product_id)))?;

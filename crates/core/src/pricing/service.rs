@@ -25,7 +25,7 @@ use sqlx::PgPool;
 use super::model::{self, PricingConfig, PricingInputs, ProductPricing, Shopper};
 use crate::{
     cache::{demand, Cache, Lookup},
-    db::{market, products},
+    db::{market, products, products::ProductWithMarket},
     domain::{Product, ProductRef},
     prometheus::names,
     Error, Result, Settings,
@@ -241,13 +241,24 @@ impl PricingService {
         markets: Vec<(i64, Decimal)>,
     ) -> Vec<ProductPricing> {
         let markets: HashMap<i64, Decimal> = markets.into_iter().collect();
-        let now = Utc::now();
-        products
+        let rows = products
             .into_iter()
+            .map(|product| ProductWithMarket {
+                market_multiplier: markets.get(&product.id).copied(),
+                product,
+            })
+            .collect();
+        self.states_for(rows, &recent)
+    }
+
+    /// The model applied to product rows with their market signals and their demand (in the same order):
+    /// computation only, no I/O, so a bulk run can do it off the async threads.
+    pub fn states_for(&self, rows: Vec<ProductWithMarket>, recent: &[u64]) -> Vec<ProductPricing> {
+        let now = Utc::now();
+        rows.into_iter()
             .zip(recent)
-            .map(|(product, recent_orders)| {
-                let market = markets.get(&product.id).copied();
-                let inputs = PricingInputs::from_product(product, recent_orders, market);
+            .map(|(row, &recent_orders)| {
+                let inputs = PricingInputs::from_product(row.product, recent_orders, row.market_multiplier);
                 model::product_pricing(&inputs, &self.config, now)
             })
             .collect()
@@ -266,6 +277,15 @@ impl PricingService {
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "demand counters unavailable"))
             .unwrap_or_else(|_| vec![0; product_ids.len()])
+    }
+
+    /// Orders in the demand window of every product that has any (for a walk over many products); none
+    /// when the counters cannot be read.
+    pub async fn all_recent_orders(&self) -> HashMap<i64, u64> {
+        demand::all_recent_orders(&self.cache, self.settings.demand_window_minutes)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "demand counters unavailable"))
+            .unwrap_or_default()
     }
 
     /// Stores pricing states in one pipeline (versioned: a newer entry is never replaced). Returns how many

@@ -8,18 +8,11 @@ use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::get;
+use crate::db::products::ProductWithMarket;
 use crate::{
     domain::{Order, OrderItem, Product},
     Error, Result,
 };
-
-/// A product row locked for a sale, with the market multiplier that applies to it.
-#[derive(Debug, sqlx::FromRow)]
-pub struct LockedProduct {
-    #[sqlx(flatten)]
-    pub product: Product,
-    pub market_multiplier: Option<Decimal>,
-}
 
 /// A product row after the sale, with the new order's id and time (one row per product sold).
 #[derive(sqlx::FromRow)]
@@ -43,8 +36,8 @@ pub struct Sale {
 pub async fn lock_for_sale(
     tx: &mut Transaction<'_, Postgres>,
     product_ids: &[i64],
-) -> Result<Vec<LockedProduct>> {
-    Ok(sqlx::query_as::<_, LockedProduct>(concat!(
+) -> Result<Vec<ProductWithMarket>> {
+    Ok(sqlx::query_as::<_, ProductWithMarket>(concat!(
         "SELECT ",
         locked_product_columns!(),
         ", ",
