@@ -17,9 +17,20 @@ use tokio_util::sync::CancellationToken;
 use tower::util::MapRequestLayer;
 use tower::Layer;
 
-/// What every handler can reach: cheap to clone.
+/// What every handler can reach. Handlers take it by value (axum clones the state for every request), so
+/// it is one `Arc`: cloning the fields themselves (the queues carry their configuration's strings) cost
+/// allocations on every request.
 #[derive(Clone)]
-pub struct ApiContext {
+pub struct ApiContext(Arc<Context>);
+
+impl std::ops::Deref for ApiContext {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.0
+    }
+}
+
+pub struct Context {
     pub settings: Arc<Settings>,
     pub db: PgPool,
     pub cache: Cache,
@@ -31,7 +42,7 @@ pub struct ApiContext {
     pub admin_token: Arc<str>,
 }
 
-impl ApiContext {
+impl Context {
     /// After a catalogue write: refresh the product's cached row and invalidate its pricing state, so no
     /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
     pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
@@ -73,8 +84,17 @@ impl Application {
             settings.clone(),
         );
         let events = EventStream::new(cache.clone(), settings.market_events_max_len);
-        let context =
-            ApiContext { settings, db, cache, order_queue, task_queue, events, pricing, orders, admin_token };
+        let context = ApiContext(Arc::new(Context {
+            settings,
+            db,
+            cache,
+            order_queue,
+            task_queue,
+            events,
+            pricing,
+            orders,
+            admin_token,
+        }));
         Ok(Self { listener, context })
     }
 

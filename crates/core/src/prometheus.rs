@@ -36,9 +36,16 @@ const BUCKETS: &[f64] =
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often recorded histogram samples are folded into their buckets. The recorder keeps every sample until
+/// then: with upkeep only on a scrape, an api nobody scraped grew by 8 bytes per request per histogram (to
+/// 64 MB of RSS in one `bench/run.sh`).
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Installs the process's recorder (once; later calls, as tests make, reuse it) and returns its handle.
 pub fn install() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
+    let mut first = false;
+    let handle = HANDLE.get_or_init(|| {
+        first = true;
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
             .expect("valid buckets")
@@ -48,7 +55,18 @@ pub fn install() -> &'static PrometheusHandle {
         // Exported from the start, so dashboards and alerts see a 0 rather than no series.
         metrics::counter!(names::SPANS_DROPPED).absolute(0);
         handle
-    })
+    });
+    if first {
+        // A thread, not a task: the recorder may be installed before (or outside) any tokio runtime.
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                handle.run_upkeep();
+            })
+            .expect("the metrics upkeep thread starts");
+    }
+    handle
 }
 
 /// The text exposition of every metric this process recorded.

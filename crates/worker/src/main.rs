@@ -1,5 +1,10 @@
 //! `pricing-worker`: processes orders and recalculations, and sweeps for lost ones, until Ctrl-C or SIGTERM.
 
+/// mimalloc instead of glibc's malloc: per-request allocations cost less and freed memory goes back to the
+/// OS sooner (measured with `bench/run.sh`: allocator time and the api's peak RSS).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use pricing_core::{cli, shutdown, telemetry, Settings};
 use pricing_worker::Worker;
