@@ -68,6 +68,45 @@ async fn a_flash_sale_is_committed_in_batches_and_never_oversells() {
 }
 
 #[tokio::test]
+async fn orders_for_different_products_share_a_transaction_and_each_product_keeps_its_own_stock() {
+    let app = spawn_app_with(|s| s.database_max_connections = 20).await;
+    // Products four ids apart land in the same group-commit queue.
+    let scarce = app.create_product("Scarce", 5.0, 3).await["id"].as_i64().unwrap();
+    for _ in 0..3 {
+        app.create_product("Other", 5.0, 1).await;
+    }
+    let plenty = app.create_product("Plenty", 7.0, 100).await["id"].as_i64().unwrap();
+    assert_eq!(plenty - scarce, 4, "ids are consecutive in a fresh database");
+    let answers = join_all((0..60).map(|i| {
+        let product_id = if i % 2 == 0 { scarce } else { plenty };
+        order(&app, json!({ "user_id": format!("m{i}"), "product_id": product_id }))
+    }))
+    .await;
+    let sold = |id: i64| {
+        answers.iter().filter(|(s, b)| *s == StatusCode::CREATED && b["items"][0]["product_id"] == id).count()
+    };
+    assert_eq!(
+        (sold(scarce), sold(plenty)),
+        (3, 30),
+        "{:?}",
+        answers.iter().map(|a| a.0).collect::<Vec<_>>()
+    );
+    let refused = answers.iter().filter(|(s, _)| *s == StatusCode::BAD_REQUEST).count();
+    assert_eq!(refused, 27, "the scarce product's other buyers are refused, nobody else");
+    assert_eq!((app.stock_of(scarce).await, app.stock_of(plenty).await), (0, 70));
+    let shared: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT o.created_at FROM orders o JOIN order_items i ON i.order_id = o.id
+                               GROUP BY o.created_at HAVING count(DISTINCT i.product_id) = 2) t",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(shared > 0, "no transaction sold both products");
+    let cached = app.get(&format!("/api/v1/products/{plenty}/cached")).await.json::<Value>().await.unwrap();
+    assert_eq!(cached["stock"], 70, "the cache shows each product's stock after its batch");
+}
+
+#[tokio::test]
 async fn an_order_refused_in_a_batch_does_not_affect_the_others() {
     let app = spawn_app_with(|_| {}).await;
     let id = app.create_product("Mixed", 10.0, 1_000).await["id"].as_i64().unwrap();

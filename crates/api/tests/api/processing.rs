@@ -145,6 +145,26 @@ async fn a_job_delivered_twice_completes_the_order_once() {
 }
 
 #[tokio::test]
+async fn batched_claims_and_completions_answer_each_order_and_keep_the_attempt_fence() {
+    let app = spawn_app().await;
+    let (first, _) = place_order(&app, 5, 1).await;
+    let (second, _) = place_order(&app, 5, 1).await;
+    let stale_after = Duration::from_secs(60);
+
+    let claimed =
+        pricing_core::db::orders::claim(&app.db, &[first, second, 999_999], stale_after).await.unwrap();
+    assert_eq!(claimed, vec![Some(1), Some(1), None], "an unknown id is answered `None` in its place");
+    let again = pricing_core::db::orders::claim(&app.db, &[second, first], stale_after).await.unwrap();
+    assert_eq!(again, vec![None, None], "orders being processed are not taken twice");
+
+    // The second pair names an attempt this handler does not hold: only the first order completes.
+    let done = pricing_core::db::orders::complete(&app.db, &[(first, 1), (second, 7)]).await.unwrap();
+    assert_eq!(done, vec![true, false]);
+    assert_eq!(app.order_status(first).await, "completed");
+    assert_eq!(app.order_status(second).await, "processing");
+}
+
+#[tokio::test]
 async fn an_order_whose_processing_keeps_being_interrupted_ends_failed_with_its_stock_back() {
     let app = spawn_app().await;
     let (id, product_id) = place_order(&app, 5, 2).await;
