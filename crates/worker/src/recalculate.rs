@@ -170,8 +170,8 @@ impl Recalculator {
             }
         });
         // Demand as of the walk's start, read once: it is advisory, and asking per batch for every product
-        // (mostly without orders) would cost Redis more than the writes.
-        let demand = Arc::new(self.pricing.all_recent_orders().await);
+        // (mostly without orders) would cost Redis more than the writes. Unless the window is huge.
+        let demand = self.pricing.all_recent_orders(DEMAND_SNAPSHOT_MAX).await.map(Arc::new);
         let finished = batches.map(|batch| self.recalculate(batch, demand.clone())).buffered(IN_FLIGHT);
         let mut finished = std::pin::pin!(finished);
         while let Some(batch) = finished.next().await {
@@ -188,7 +188,7 @@ impl Recalculator {
     async fn recalculate(
         &self,
         batch: pricing_core::Result<Vec<ProductWithMarket>>,
-        demand: Arc<HashMap<i64, u64>>,
+        demand: Option<Arc<HashMap<i64, u64>>>,
     ) -> pricing_core::Result<(i64, i64)> {
         let batch = batch?;
         let injected =
@@ -198,13 +198,14 @@ impl Recalculator {
         }
         let ids: Vec<i64> = batch.iter().map(|row| row.product.id).collect();
         let (count, last_id) = (ids.len() as i64, ids.last().copied().unwrap_or_default());
+        let recent = match demand {
+            Some(demand) => ids.iter().map(|id| demand.get(id).copied().unwrap_or(0)).collect(),
+            None => self.pricing.recent_orders(&ids).await,
+        };
         let pricing = self.pricing.clone();
-        let states = tokio::task::spawn_blocking(move || {
-            let recent: Vec<u64> = ids.iter().map(|id| demand.get(id).copied().unwrap_or(0)).collect();
-            pricing.states_for(batch, &recent)
-        })
-        .await
-        .map_err(|e| Error::Unavailable(format!("the pricing computation failed: {e}")))?;
+        let states = tokio::task::spawn_blocking(move || pricing.states_for(batch, &recent))
+            .await
+            .map_err(|e| Error::Unavailable(format!("the pricing computation failed: {e}")))?;
         self.pricing.store_states(&states).await?;
         Ok((count, last_id))
     }
@@ -212,6 +213,8 @@ impl Recalculator {
 
 /// Batches computed and written at once while the next one is read.
 const IN_FLIGHT: usize = 3;
+/// The most demand counters a walk reads at its start (a few MB); above, it asks per batch.
+const DEMAND_SNAPSHOT_MAX: usize = 200_000;
 
 /// Waits for another run's lock before a partly done task gives up: with the 10 s backoff cap, minutes,
 /// longer than a whole run of a million products takes.

@@ -42,6 +42,33 @@ async fn a_recalculation_fills_the_cache_and_reports_progress() {
 }
 
 #[tokio::test]
+async fn a_recalculation_counts_each_products_recent_orders() {
+    let mut app = spawn_app().await;
+    let sold = app.create_product("Sold", 10.0, 100).await["id"].as_i64().unwrap();
+    let quiet = app.create_product("Quiet", 10.0, 100).await["id"].as_i64().unwrap();
+    for _ in 0..3 {
+        assert_eq!(app.order(sold, 1).await.status(), 201);
+    }
+    // The walk reads the demand window once; a window larger than its limit is read per batch instead.
+    let window = app.pricing.all_recent_orders(10).await.expect("a small window is read whole");
+    assert_eq!((window.get(&sold), window.get(&quiet)), (Some(&3), None));
+    assert!(app.pricing.all_recent_orders(0).await.is_none(), "over the limit: asked per batch");
+
+    app.start_worker().await;
+    let (_, body) = start(&app).await;
+    let task_id = body["task_id"].as_str().unwrap().to_string();
+    wait_until(Duration::from_secs(30), "the recalculation to succeed", || async {
+        task(&app, &task_id).await["status"] == "succeeded"
+    })
+    .await;
+    let state = |id: i64| {
+        let cache = app.cache.clone();
+        async move { cache.get_versioned::<ProductPricing>(&cache.keys.price(id)).await.unwrap().unwrap() }
+    };
+    assert_eq!((state(sold).await.recent_orders, state(quiet).await.recent_orders), (3, 0));
+}
+
+#[tokio::test]
 async fn recalculation_needs_the_admin_token_and_unknown_tasks_are_404() {
     let app = spawn_app().await;
     let res = app.client.post(app.url("/api/v1/recalculate")).send().await.unwrap();

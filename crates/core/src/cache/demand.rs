@@ -35,18 +35,32 @@ pub async fn recent_orders(cache: &Cache, product_ids: &[i64], window_minutes: u
 }
 
 /// Orders in the window for every product that has any, read whole (one `HGETALL` per minute): for a walk
-/// over many products, where asking for each product (mostly without orders) would cost far more.
-pub async fn all_recent_orders(cache: &Cache, window_minutes: u32) -> Result<HashMap<i64, u64>> {
+/// over many products, where asking for each product (mostly without orders) would cost far more. `None`
+/// when the window counts more than `most` entries: then asking per product costs less memory.
+pub async fn all_recent_orders(
+    cache: &Cache,
+    window_minutes: u32,
+    most: usize,
+) -> Result<Option<HashMap<i64, u64>>> {
+    let keys: Vec<String> = window(window_minutes).map(|minute| cache.keys.demand_bucket(minute)).collect();
+    let mut sizes = redis::pipe();
+    for key in &keys {
+        sizes.hlen(key);
+    }
+    let sizes: Vec<usize> = sizes.query_async(&mut cache.conn().await?).await?;
+    if sizes.iter().sum::<usize>() > most {
+        return Ok(None);
+    }
     let mut pipe = redis::pipe();
-    for minute in window(window_minutes) {
-        pipe.cmd("HGETALL").arg(cache.keys.demand_bucket(minute));
+    for key in &keys {
+        pipe.hgetall(key);
     }
     let buckets: Vec<HashMap<i64, u64>> = pipe.query_async(&mut cache.conn().await?).await?;
     let mut totals: HashMap<i64, u64> = HashMap::new();
     for (product_id, count) in buckets.into_iter().flatten() {
         *totals.entry(product_id).or_default() += count;
     }
-    Ok(totals)
+    Ok(Some(totals))
 }
 
 /// The minutes of the demand window, ending with the current one.

@@ -279,13 +279,14 @@ impl PricingService {
             .unwrap_or_else(|_| vec![0; product_ids.len()])
     }
 
-    /// Orders in the demand window of every product that has any (for a walk over many products); none
+    /// Orders in the demand window of every product that has any (for a walk over many products): `None`
+    /// when the window holds more than `most` counters (ask per batch with `recent_orders` then); empty
     /// when the counters cannot be read.
-    pub async fn all_recent_orders(&self) -> HashMap<i64, u64> {
-        demand::all_recent_orders(&self.cache, self.settings.demand_window_minutes)
+    pub async fn all_recent_orders(&self, most: usize) -> Option<HashMap<i64, u64>> {
+        demand::all_recent_orders(&self.cache, self.settings.demand_window_minutes, most)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "demand counters unavailable"))
-            .unwrap_or_default()
+            .unwrap_or_else(|_| Some(HashMap::new()))
     }
 
     /// Stores pricing states in one pipeline (versioned: a newer entry is never replaced). Returns how many
