@@ -25,6 +25,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Recalculations at once per worker: more than one, so a second finds the lock held and is skipped at
 /// once instead of waiting behind the first.
 const RECALC_CONCURRENCY: usize = 2;
+/// Order jobs fetched at once (at most `WORKER_CONCURRENCY`): apalis fetches as many as its concurrency by
+/// default, and a fetch of 2,048 stalled the worker for seconds (`docs/apalis-redis.md`).
+const FETCH_BATCH: usize = 512;
 
 pub struct Worker {
     http: tokio::net::TcpListener,
@@ -94,7 +97,10 @@ impl Worker {
             let (queue, shutdown) = (self.orders.clone(), shutdown.clone());
             move || {
                 WorkerBuilder::new(unique_name("orders"))
-                    .backend(IdlePoll::new(queue.storage_with_batch(concurrency), POLL_INTERVAL))
+                    .backend(IdlePoll::new(
+                        queue.storage_with_batch(concurrency.min(FETCH_BATCH)),
+                        POLL_INTERVAL,
+                    ))
                     .data(processor.clone())
                     .concurrency(concurrency)
                     .build(process_order)
