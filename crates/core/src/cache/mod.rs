@@ -286,8 +286,9 @@ impl Cache {
 
     /// After a commit that changed products (an update, a sale, stock given back): stores their new rows
     /// for `/cached`, invalidates their pricing states as of the new versions and counts the orders sold
-    /// of each (0: not a sale) for the demand multiplier; one script, one round trip. Best effort: a Redis failure is logged, and the versioned entries
-    /// still refuse anything older than what PostgreSQL committed.
+    /// of each (0: not a sale) for the demand multiplier; one script, one round trip. Best effort: a Redis
+    /// failure is logged, and the versioned entries still refuse anything older than what PostgreSQL
+    /// committed.
     #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system = "redis"))]
     pub async fn products_changed(
         &self,

@@ -19,41 +19,46 @@ use crate::{
 const MAX_SALES: usize = 256;
 
 /// One committed sale: its products as committed, with the orders sold of each, and its orders' jobs.
-pub(super) struct SaleCommitted {
-    pub products: Vec<(Product, u32)>,
-    pub jobs: Vec<ProcessOrder>,
+struct SaleCommitted {
+    products: Vec<(Product, u32)>,
+    jobs: Vec<ProcessOrder>,
 }
 
-impl SaleCommitted {
-    /// `orders` sold by one commit, each with the span of its request: its job is stamped there, so the
-    /// worker's run of it continues that request's trace, whichever request's commit sold it.
-    pub fn new(products: Vec<(Product, u32)>, orders: Vec<(i64, tracing::Span)>) -> Self {
+/// The post-commit steps of this process's sales, gathered across the sales of the moment. Cheap to clone.
+#[derive(Clone)]
+pub(super) struct AfterSale(Coalescer<SaleCommitted, ()>);
+
+impl AfterSale {
+    pub fn new(cache: Cache, queue: OrderQueue, settings: Arc<Settings>) -> Self {
+        Self(Coalescer::new("post-sale updates", MAX_SALES, move |sales| {
+            let (cache, queue, change) = (cache.clone(), queue.clone(), ProductChange::new(&settings));
+            async move {
+                let count = sales.len();
+                let (products, jobs) = merged(sales);
+                let changed: Vec<(&Product, u32)> = products.iter().map(|(p, n)| (p, *n)).collect();
+                let order_ids: Vec<i64> = jobs.iter().map(|j| j.order_id).collect();
+                let (_, enqueued) =
+                    tokio::join!(cache.products_changed(&changed, &change), queue.push(jobs, true));
+                if let Err(e) = enqueued {
+                    tracing::warn!(?order_ids, error = %e, "enqueue failed; the sweeper will pick the orders up");
+                }
+                Result::Ok(vec![(); count])
+            }
+        }))
+    }
+
+    /// After a sale's commit: its products (as committed, with the orders sold of each) refreshed in the
+    /// cache and counted for demand, and each of its `orders` enqueued. Each order comes with the span of
+    /// its request: its job is stamped there, so the worker's run of it continues that request's trace,
+    /// whichever request's commit sold it. Returns once the flush carrying this sale is done.
+    pub async fn sale_committed(&self, products: Vec<(Product, u32)>, orders: Vec<(i64, tracing::Span)>) {
         let jobs = orders
             .into_iter()
             .map(|(id, span)| span.in_scope(|| jobs::stamped(ProcessOrder::new(id))))
             .collect();
-        Self { products, jobs }
+        // Best effort, and its failures are logged by the flush: nothing to answer here.
+        let _ = self.0.submit(SaleCommitted { products, jobs }).await;
     }
-}
-
-pub(super) type AfterSale = Coalescer<SaleCommitted, ()>;
-
-pub(super) fn after_sale(cache: Cache, queue: OrderQueue, settings: Arc<Settings>) -> AfterSale {
-    Coalescer::new("post-sale updates", MAX_SALES, move |sales| {
-        let (cache, queue, change) = (cache.clone(), queue.clone(), ProductChange::new(&settings));
-        async move {
-            let count = sales.len();
-            let (products, jobs) = merged(sales);
-            let changed: Vec<(&Product, u32)> = products.iter().map(|(p, n)| (p, *n)).collect();
-            let order_ids: Vec<i64> = jobs.iter().map(|j| j.order_id).collect();
-            let (_, enqueued) =
-                tokio::join!(cache.products_changed(&changed, &change), queue.push(jobs, true));
-            if let Err(e) = enqueued {
-                tracing::warn!(?order_ids, error = %e, "enqueue failed; the sweeper will pick the orders up");
-            }
-            Result::Ok(vec![(); count])
-        }
-    })
 }
 
 /// The sales' products, each once, as of its newest version with the orders of all the sales added up, and

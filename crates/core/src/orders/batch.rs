@@ -6,29 +6,31 @@
 //! out part-way, those that fit are sold and the rest get the usual 400; an order refused for its own
 //! reason (a price above what the customer saw, a replayed key) does not affect the others.
 //!
-//! Products are spread over `SHARDS` queues by id; one runner per queue and process commits its batches
-//! one after the other, so a hot product's orders share one transaction and orders for many products share
-//! a few. A batch locks its products in ascending id order, like every transaction that touches products,
-//! so batches of several queues or api processes cannot deadlock; the row locks still serialise them.
+//! Products are spread over `SHARDS` queues by id, each a `Coalescer` (one flush at a time per queue and
+//! process), so a hot product's orders share one transaction and orders for many products share a few. A
+//! batch locks its products in ascending id order, like every transaction that touches products, so
+//! batches of several queues or api processes cannot deadlock; the row locks still serialise them.
 //! Multi-product orders take the ordinary path (`OrderService::sell`).
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex},
+    sync::Arc,
 };
 
 use rust_decimal::Decimal;
-use tokio::sync::oneshot;
+use sqlx::PgPool;
 
 use super::{
+    after_sale::AfterSale,
     lines::{self, WantedLine},
-    replayed, OrderRequest, OrderService, Placed,
+    replayed, OrderRequest, Placed,
 };
 use crate::{
+    coalesce::Coalescer,
     db::{self, idempotency::Claim},
     domain::{Order, OrderItem},
-    pricing::Shopper,
-    Result,
+    pricing::{PricingService, Shopper},
+    Result, Settings,
 };
 
 /// The most orders one transaction commits.
@@ -36,117 +38,104 @@ const MAX_BATCH: usize = 256;
 /// Batches one process commits at once (each product always in the same one): a few, so one batch's
 /// commit (its WAL flush) overlaps the next one's statements.
 /// (`tests/shutdown.rs` relies on four consecutive products landing in four queues.)
-const SHARDS: i64 = 4;
+const SHARDS: usize = 4;
 
-/// One order waiting for its batch.
+/// One single-product order waiting for its batch.
 pub(super) struct Waiting {
     /// The request's span: its order's wake-up job carries this trace, whichever request's batch sold it.
-    span: tracing::Span,
-    request: OrderRequest,
-    line: WantedLine,
-    shopper: Shopper,
-    reply: oneshot::Sender<Result<Placed>>,
+    pub span: tracing::Span,
+    pub request: OrderRequest,
+    pub line: WantedLine,
+    pub shopper: Shopper,
 }
 
-/// The orders waiting in one shard, and whether its runner is at work.
-#[derive(Default)]
-struct ShardQueue {
-    waiting: Vec<Waiting>,
-    running: bool,
-}
-
-/// The queues per shard; a shard is in the map while its runner runs.
-#[derive(Default)]
+/// The group-commit queues, one per shard.
 pub(super) struct Batches {
-    queues: Mutex<HashMap<i64, ShardQueue>>,
+    shards: Vec<Coalescer<Waiting, Result<Placed>>>,
 }
 
-impl OrderService {
+impl Batches {
+    pub fn new(
+        db: PgPool,
+        pricing: Arc<PricingService>,
+        settings: Arc<Settings>,
+        after_sale: AfterSale,
+    ) -> Self {
+        let seller = GroupCommit { db, pricing, settings, after_sale };
+        let shards = (0..SHARDS)
+            .map(|_| {
+                let seller = seller.clone();
+                Coalescer::new("order batch", MAX_BATCH, move |batch| {
+                    let seller = seller.clone();
+                    async move { Ok(seller.commit(batch).await) }
+                })
+            })
+            .collect();
+        Self { shards }
+    }
+
     /// Sells a single-product order in the next batch of its product's shard, and waits for that batch's
     /// commit.
-    pub(super) async fn sell_in_batch(
-        self: &Arc<Self>,
-        request: OrderRequest,
-        line: WantedLine,
-        shopper: Shopper,
-    ) -> Result<Placed> {
-        let shard = line.product_id.rem_euclid(SHARDS);
-        let (reply, answer) = oneshot::channel();
-        let start_runner = {
-            let mut queues = self.batches.queues.lock().expect("batches lock");
-            let queue = queues.entry(shard).or_default();
-            queue.waiting.push(Waiting { span: tracing::Span::current(), request, line, shopper, reply });
-            !std::mem::replace(&mut queue.running, true)
-        };
-        if start_runner {
-            let this = Arc::clone(self);
-            // Not in this request's span: the runner serves everyone's orders (each keeps its own span).
-            tokio::spawn(tracing::Instrument::instrument(this.run_batches(shard), tracing::Span::none()));
-        }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(crate::Error::Unavailable("the order's batch was dropped".into())))
+    pub async fn sell(&self, waiting: Waiting) -> Result<Placed> {
+        let shard = waiting.line.product_id.rem_euclid(SHARDS as i64) as usize;
+        self.shards[shard].submit(waiting).await?
     }
+}
 
-    /// Commits the shard's waiting orders, batch after batch, until none is left.
-    async fn run_batches(self: Arc<Self>, shard: i64) {
-        loop {
-            // Lets the orders already on their way join this batch.
-            tokio::task::yield_now().await;
-            let batch: Vec<Waiting> = {
-                let mut queues = self.batches.queues.lock().expect("batches lock");
-                let queue = queues.entry(shard).or_default();
-                let take = queue.waiting.len().min(MAX_BATCH);
-                if take == 0 {
-                    queues.remove(&shard);
-                    return;
-                }
-                // A key sent again while its first request waits goes in the next batch, which then
-                // replays the first's order (within one transaction the key is not committed yet).
+/// What a batch's transaction needs (cheap to clone: each flush gets its own).
+#[derive(Clone)]
+struct GroupCommit {
+    db: PgPool,
+    pricing: Arc<PricingService>,
+    settings: Arc<Settings>,
+    after_sale: AfterSale,
+}
+
+impl GroupCommit {
+    /// Commits a batch, answering each order in its place. A key sent again while its first request waits
+    /// goes in a later round, which then replays the first's order (within one transaction the key is not
+    /// committed yet). The statements appear in the trace of the batch's first order.
+    async fn commit(&self, batch: Vec<Waiting>) -> Vec<Result<Placed>> {
+        use tracing::Instrument;
+        metrics::histogram!(crate::prometheus::names::ORDER_BATCH_SIZE).record(batch.len() as f64);
+        let span = batch.first().map_or_else(tracing::Span::none, |w| w.span.clone());
+        async {
+            let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
+            let mut pending: Vec<usize> = (0..batch.len()).collect();
+            while !pending.is_empty() {
                 let mut keys = HashSet::new();
-                let (batch, later): (Vec<Waiting>, Vec<Waiting>) = queue
-                    .waiting
-                    .drain(..take)
-                    .partition(|w| keys.insert(key_of(w).to_string()) || key_of(w).is_empty());
-                queue.waiting.splice(0..0, later);
-                batch
-            };
-            metrics::histogram!(crate::prometheus::names::ORDER_BATCH_SIZE).record(batch.len() as f64);
-            // In a task of its own: should it panic, its customers get an error (their answer channels are
-            // dropped) and this runner goes on with the next batch instead of leaving the product stuck.
-            let this = Arc::clone(&self);
-            // Its statements appear in the trace of the batch's first order.
-            let span = batch[0].span.clone();
-            if let Err(e) =
-                tokio::spawn(tracing::Instrument::instrument(this.commit_batch(batch), span)).await
-            {
-                tracing::error!(shard, error = %e, "an order batch failed");
+                let (round, later): (Vec<usize>, Vec<usize>) = pending
+                    .into_iter()
+                    .partition(|&i| key_of(&batch[i]).is_empty() || keys.insert(key_of(&batch[i])));
+                let orders: Vec<&Waiting> = round.iter().map(|&i| &batch[i]).collect();
+                for (i, outcome) in round.into_iter().zip(self.commit_round(&orders).await) {
+                    outcomes[i] = Some(outcome);
+                }
+                pending = later;
             }
+            outcomes.into_iter().map(|o| o.expect("every order is in one round")).collect()
         }
+        .instrument(span)
+        .await
     }
 
-    async fn commit_batch(self: Arc<Self>, mut batch: Vec<Waiting>) {
-        let mut product_ids: Vec<i64> = batch.iter().map(|w| w.line.product_id).collect();
+    /// One transaction for `orders` (no key twice), answering each in its place.
+    async fn commit_round(&self, orders: &[&Waiting]) -> Vec<Result<Placed>> {
+        let mut product_ids: Vec<i64> = orders.iter().map(|w| w.line.product_id).collect();
         product_ids.sort_unstable();
         product_ids.dedup();
         let demand = self.pricing.recent_orders(&product_ids).await;
         let demand: HashMap<i64, u64> = product_ids.iter().copied().zip(demand).collect();
-        let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
-        match self.sell_batch(&product_ids, &batch, &demand, &mut outcomes).await {
-            Ok(()) => {}
-            Err(e) => {
-                // The transaction failed: no order of the batch was sold.
-                let detail = e.to_string();
-                for outcome in outcomes.iter_mut() {
-                    *outcome = Some(Err(crate::Error::Unavailable(detail.clone())));
-                }
-            }
+        let mut decided: Vec<Option<Result<Placed>>> = orders.iter().map(|_| None).collect();
+        if let Err(e) = self.sell_batch(&product_ids, orders, &demand, &mut decided).await {
+            // The transaction failed: no order of the round was sold.
+            let detail = e.to_string();
+            return orders.iter().map(|_| Err(crate::Error::Unavailable(detail.clone()))).collect();
         }
-        for (waiting, outcome) in batch.drain(..).zip(outcomes) {
-            let outcome =
-                outcome.unwrap_or_else(|| Err(crate::Error::Unavailable("order not decided".into())));
-            let _ = waiting.reply.send(outcome);
-        }
+        decided
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(crate::Error::Unavailable("order not decided".into()))))
+            .collect()
     }
 
     /// The batch's transaction: keys claimed (in key order, so two batches never wait on each other's
@@ -156,7 +145,7 @@ impl OrderService {
     async fn sell_batch(
         &self,
         product_ids: &[i64],
-        batch: &[Waiting],
+        batch: &[&Waiting],
         demand: &HashMap<i64, u64>,
         outcomes: &mut [Option<Result<Placed>>],
     ) -> Result<()> {
@@ -164,7 +153,7 @@ impl OrderService {
         let mut claimed = vec![false; batch.len()];
         let mut keyed: Vec<usize> =
             (0..batch.len()).filter(|&i| batch[i].request.idempotency.is_some()).collect();
-        keyed.sort_by(|&a, &b| key_of(&batch[a]).cmp(key_of(&batch[b])));
+        keyed.sort_by(|&a, &b| key_of(batch[a]).cmp(key_of(batch[b])));
         for i in keyed {
             let key = batch[i].request.idempotency.as_ref().expect("keyed");
             let ttl = self.settings.idempotency_ttl;
@@ -203,7 +192,7 @@ impl OrderService {
         // Keys of orders refused here are given back; keys whose claim found an earlier order stay as they are.
         let refused: Vec<&str> = (0..batch.len())
             .filter(|&i| claimed[i] && matches!(outcomes[i], Some(Err(_))))
-            .map(|i| key_of(&batch[i]))
+            .map(|i| key_of(batch[i]))
             .collect();
         db::idempotency::release(&mut tx, &refused).await?;
         if accepted.is_empty() {
@@ -238,7 +227,7 @@ impl OrderService {
                 (p, orders as u32)
             })
             .collect();
-        self.after_sale(sold, jobs).await;
+        self.after_sale.sale_committed(sold, jobs).await;
         for (i, order) in placed {
             outcomes[i] = Some(Ok(Placed { order, replayed: false }));
         }

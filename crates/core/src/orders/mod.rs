@@ -1,8 +1,9 @@
 //! The order use case, in one direction: resolve the lines, decide each line's price (an honoured quote or
 //! the current dynamic price), run the sale's transaction (lock in id order, check, decrement, insert),
 //! then the post-commit steps (cached products refreshed and demand counted in one script, the wake-up jobs
-//! enqueued in another, both shared by the sales committed at about the same time: `after_sale.rs`). The api only parses and answers; `db::orders` only runs SQL; the pricing rules an order
-//! follows are in `lines.rs`, each with a test.
+//! enqueued in another, both shared by the sales committed at about the same time: `after_sale.rs`). The
+//! api only parses and answers; `db::orders` only runs SQL; the pricing rules an order follows are in
+//! `lines.rs`, each with a test.
 
 mod after_sale;
 mod batch;
@@ -43,8 +44,9 @@ impl OrderService {
         queue: OrderQueue,
         settings: Arc<Settings>,
     ) -> Arc<Self> {
-        let after_sale = after_sale::after_sale(cache.clone(), queue, settings.clone());
-        Arc::new(Self { db, cache, pricing, settings, after_sale, batches: batch::Batches::default() })
+        let after_sale = after_sale::AfterSale::new(cache.clone(), queue, settings.clone());
+        let batches = batch::Batches::new(db.clone(), pricing.clone(), settings.clone(), after_sale.clone());
+        Arc::new(Self { db, cache, pricing, settings, after_sale, batches })
     }
 
     /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
@@ -68,7 +70,10 @@ impl OrderService {
         let mut wanted = self.resolve_lines(&request, &shopper).await?;
         let placed = if wanted.len() == 1 {
             // One product: committed with the other orders for it that arrive meanwhile (group commit).
-            self.sell_in_batch(request, wanted.remove(0), shopper).await?
+            let line = wanted.remove(0);
+            self.batches
+                .sell(batch::Waiting { span: tracing::Span::current(), request, line, shopper })
+                .await?
         } else {
             let this = Arc::clone(self);
             detached(async move { this.sell(request, wanted, shopper).await }).await?
@@ -110,7 +115,7 @@ impl OrderService {
         tx.commit().await?;
 
         let products = sale.products.into_iter().map(|p| (p, 1)).collect();
-        self.after_sale(products, vec![(order.id, tracing::Span::current())]).await;
+        self.after_sale.sale_committed(products, vec![(order.id, tracing::Span::current())]).await;
         Ok(Placed { order, replayed: false })
     }
 
@@ -126,13 +131,6 @@ impl OrderService {
         tracing::info!(order_id, "order cancelled");
         count_order(OrderStatus::Cancelled);
         Ok(order)
-    }
-
-    /// After a sale's commit: the cached rows refreshed and the orders sold of each product counted for
-    /// demand, then each order's wake-up job enqueued (stamped in its request's span, so the worker's work
-    /// continues that request's trace); gathered with the other sales of the moment (`after_sale.rs`).
-    async fn after_sale(&self, products: Vec<(Product, u32)>, orders: Vec<(i64, tracing::Span)>) {
-        let _ = self.after_sale.submit(after_sale::SaleCommitted::new(products, orders)).await;
     }
 
     /// After a cancellation's commit: cached rows refreshed, pricing states tombstoned.

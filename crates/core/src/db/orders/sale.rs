@@ -8,8 +8,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use super::get;
-use crate::db::products::ProductWithMarket;
 use crate::{
+    db::products::ProductWithMarket,
     domain::{Order, OrderItem, Product},
     Error, Result,
 };
