@@ -1,8 +1,9 @@
 //! The price recalculation: walks every product (or a task's scope) in keyset batches, computes each pricing
 //! state with the same code a quote miss uses, and writes the cache in one pipeline per batch, recording
-//! progress in the task row. Reading, computing and writing overlap (`walk`). One run at a time across all workers: it holds the Redis lock
-//! `recalculate_global_lock` (renewed while it runs, released between attempts); an explicit run that finds
-//! the lock held ends `skipped`, a run started by market events waits for it.
+//! progress in the task row. Reading, computing and writing overlap (`walk`). One run at a time across all
+//! workers: it holds the Redis lock `recalculate_global_lock` (renewed while it runs, released between
+//! attempts); an explicit run that finds the lock held ends `skipped`, a run started by market events
+//! waits for it.
 //! Transient errors (PostgreSQL or Redis unreachable, a lost lock) are retried with exponential backoff, up
 //! to `RECALC_MAX_ATTEMPTS`, resuming after the last finished batch.
 
