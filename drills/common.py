@@ -13,7 +13,7 @@ PG_BIN = os.environ.get("DRILLS_PG_BIN", "/usr/lib/postgresql/15/bin")
 PG_PORT = int(os.environ.get("DRILLS_PG_PORT", "5442"))
 REDIS_PORT = int(os.environ.get("DRILLS_REDIS_PORT", "6390"))
 API_PORT, WORKER_PORT, LISTENER_PORT = 8310, 8320, 8330  # + index of the process (0, 1)
-ADMIN_TOKEN = "drill-admin-token"
+ADMIN_TOKEN = "drill-admin-token-0123456789abcdef0123"
 SEED_STOCK = 1_000_000
 CLIENT_TIMEOUT = 10.0  # a request not answered within this counts as a hang
 REQUEST_TIMEOUT_MS = 5000
@@ -23,7 +23,8 @@ TOTAL_BUDGET = float(os.environ.get("DRILLS_BUDGET_SECS", "300"))  # no drill st
 SETTINGS = {
     "REDIS_KEY_PREFIX": "drill",
     "ADMIN_TOKEN": ADMIN_TOKEN,
-    "QUOTE_SIGNING_KEY": "drill-quote-signing-key",
+    "QUOTE_SIGNING_KEY": "drill-quote-signing-key-0123456789abcdef",
+    "JWT_HS256_SECRET": "drill-jwt-hs256-secret-0123456789abcdef",
     "DATABASE_MAX_CONNECTIONS": "10",
     "ORDER_PROCESSING_DELAY_MS": "50",
     "ORDER_STALE_AFTER_SECS": "3",

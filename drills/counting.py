@@ -41,7 +41,7 @@ def stock_mismatches(stack):
 
 
 def count_orders(stack, load, audit):
-    rows = stack.sql("SELECT id, coalesce(user_id, ''), status, attempts FROM orders")
+    rows = stack.sql("SELECT id, coalesce(user_id, guest_label, ''), status, attempts FROM orders")
     by_user, retakes = defaultdict(list), 0
     for oid, user, status, attempts in rows:
         by_user[user].append((int(oid), status))

@@ -18,7 +18,7 @@ not failed/cancelled, product by product.
 
 Each run starts its own PostgreSQL 15 cluster and redis-server on spare ports (never the machine's shared
 5432/6379, which other work uses), so it can stop and restart them freely; each drill gets a fresh database
-and an empty Redis. Client-side ledgers keep every purchase (unique user_id and Idempotency-Key) and every
+and an empty Redis. Client-side ledgers keep every purchase (guest checkout: a unique guest label and Idempotency-Key) and every
 event id; a request without a definite answer is retried at the end with the same key or event id, as the
 README tells clients to, so each one ends with exactly one outcome.
 

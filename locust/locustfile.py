@@ -39,7 +39,10 @@ Answers are checked, not only status codes: a quote is for the product asked and
 guardrails; a quoted order charges the quoted price with ``price_source`` ``quote``; an order charges at most
 the price the shopper saw; a replay returns the same order. A wrong answer is a failure with the reason.
 
-Environment: ``ADMIN_TOKEN``, ``SEED_PRODUCTS`` (1000), ``HOT_PRODUCTS`` (50), ``HOT_SHARE`` (0.9),
+Shoppers are verified: each gets its own JWT (HS256, ``JWT_HS256_SECRET``, the api's), with the ``member`` claim
+for three in ten, and its quotes and orders are bound to it.
+
+Environment: ``ADMIN_TOKEN``, ``JWT_HS256_SECRET``, ``SEED_PRODUCTS`` (1000), ``HOT_PRODUCTS`` (50), ``HOT_SHARE`` (0.9),
 ``OPERATORS`` (1), ``SHOPPER_WAIT_MIN``/``SHOPPER_WAIT_MAX`` (0.5/1.5 s of think time between actions),
 ``OPERATOR_WAIT_MIN``/``OPERATOR_WAIT_MAX`` (5/15 s), ``QUOTE_MAX_AGE`` (240 s, below the api's QUOTE_TTL of
 300 s), ``REPLAY_SHARE`` (0.03); ``LOCUST_OUTCOMES_FILE`` and ``LOCUST_STATS_FILE``: where the business
@@ -58,11 +61,13 @@ import uuid
 from collections import Counter
 from decimal import Decimal
 
+import jwt
 from gevent.lock import Semaphore
 from locust import FastHttpUser, between, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 ADMIN_TOKEN = os.environ.get("ADMIN_TOKEN", "")
+JWT_HS256_SECRET = os.environ.get("JWT_HS256_SECRET", "")
 SEED_PRODUCTS = int(os.environ.get("SEED_PRODUCTS", "1000"))
 HOT_PRODUCTS = int(os.environ.get("HOT_PRODUCTS", "50"))
 HOT_SHARE = float(os.environ.get("HOT_SHARE", "0.9"))
@@ -155,6 +160,8 @@ class Shopper(FastHttpUser):
         self.user_id = f"locust-{uuid.uuid4().hex[:12]}"
         self.location = random.choice(LOCATIONS)
         self.is_member = random.random() < 0.3
+        claims = {"sub": self.user_id, "member": self.is_member, "exp": int(time.time()) + 24 * 3600}
+        self.auth = {"Authorization": f"Bearer {jwt.encode(claims, JWT_HS256_SECRET, algorithm='HS256')}"}
         self.quotes: dict[int, tuple[str, Decimal, float]] = {}  # product id -> (quote_id, price, when)
 
     # --- reads ---------------------------------------------------------------------------------------------------
@@ -216,7 +223,7 @@ class Shopper(FastHttpUser):
     def _quote(self, pid: int, sku: str) -> bool:
         body = {"product_id": random.choice([pid, sku]), "user_location": self.location,
                 "is_prime_member": self.is_member, "user_id": self.user_id}
-        with self.client.post(PRICE, json=body, name=PRICE, catch_response=True) as resp:
+        with self.client.post(PRICE, json=body, headers=self.auth, name=PRICE, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"{resp.status_code}: {resp.text[:200]}")
                 return False
@@ -246,7 +253,7 @@ class Shopper(FastHttpUser):
             return p
 
     def _order(self, body: dict, kind: str, key: str | None = None, quoted: Decimal | None = None, retry: bool = False) -> None:
-        headers = {"Idempotency-Key": key} if key else None
+        headers = {**self.auth, "Idempotency-Key": key} if key else self.auth
         with self.client.post(ORDERS, json=body, headers=headers, name=ORDERS, catch_response=True) as resp:
             outcomes[f"orders_{kind}_{'retry_' if retry else ''}{resp.status_code}"] += 1
             if resp.status_code == 409 and kind == "seen_price":
@@ -294,7 +301,7 @@ class Shopper(FastHttpUser):
 
     def _replay(self, body: dict, key: str, first: dict) -> None:
         """A client retrying after a timeout: the same body and key must give the first order back."""
-        with self.client.post(ORDERS, json=body, headers={"Idempotency-Key": key}, name=ORDERS_REPLAY, catch_response=True) as resp:
+        with self.client.post(ORDERS, json=body, headers={**self.auth, "Idempotency-Key": key}, name=ORDERS_REPLAY, catch_response=True) as resp:
             outcomes[f"orders_replay_{resp.status_code}"] += 1
             if resp.status_code != 201:
                 resp.failure(f"replay: {resp.status_code}: {resp.text[:200]}")

@@ -10,7 +10,7 @@
 #   LOCUST_PROCESSES=2 locust/run.sh                # locust forks 2 load-generating processes (one core each)
 #
 # Other switches: SEED_PRODUCTS (1000), SEED_STOCK (1000000000: orders must never fail for lack of stock),
-# HOT_PRODUCTS (50), P95_LIMIT_MS (50), ADMIN_TOKEN (locust-admin-token), SKIP_SERVICES=1 (bring your own
+# HOT_PRODUCTS (50), P95_LIMIT_MS (50), ADMIN_TOKEN, QUOTE_SIGNING_KEY and JWT_HS256_SECRET (fixed test values), SKIP_SERVICES=1 (bring your own
 # PostgreSQL/Redis: LOCUST_PG_URL, REDIS_URL), LOCUST_OUT (where results go; default target/locust/<time>).
 # The traffic mix has its own switches (HOT_SHARE, OPERATORS, SHOPPER_WAIT_MIN/MAX, ...): see locust/locustfile.py.
 # Ports: the first free ones in 8200-8249. Everything started here is stopped on exit; the database pricing_locust
@@ -28,7 +28,9 @@ OLD_P95_MS=150 # the old Python service's acceptance criterion, for comparison
 export SEED_PRODUCTS="${SEED_PRODUCTS:-1000}"
 SEED_STOCK="${SEED_STOCK:-1000000000}"
 export HOT_PRODUCTS="${HOT_PRODUCTS:-50}"
-export ADMIN_TOKEN="${ADMIN_TOKEN:-locust-admin-token}"
+export ADMIN_TOKEN="${ADMIN_TOKEN:-locust-admin-token-0123456789abcdef}"
+export QUOTE_SIGNING_KEY="${QUOTE_SIGNING_KEY:-locust-quote-signing-key-0123456789ab}"
+export JWT_HS256_SECRET="${JWT_HS256_SECRET:-locust-jwt-hs256-secret-0123456789abcd}"
 DB=pricing_locust
 PG_URL="${LOCUST_PG_URL:-postgres://postgres:postgres@127.0.0.1:5432}"
 export DATABASE_URL="$PG_URL/$DB"

@@ -17,7 +17,9 @@ export DATABASE_URL="postgres://postgres:postgres@127.0.0.1:5432/$DB"
 export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export REDIS_KEY_PREFIX=fuzz
 export API_ADDR="127.0.0.1:$PORT"
-export ADMIN_TOKEN=fuzz-token
+export ADMIN_TOKEN=fuzz-admin-token-0123456789abcdef0123
+export QUOTE_SIGNING_KEY=fuzz-quote-signing-key-0123456789abcd
+export JWT_HS256_SECRET=fuzz-jwt-hs256-secret-0123456789abcdef
 export RUST_LOG="${RUST_LOG:-warn}"
 export PGPASSWORD=postgres
 log() { echo "[fuzz] $*" >&2; }

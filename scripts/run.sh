@@ -6,7 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/services.sh
 [ -f .env ] && set -a && . ./.env && set +a
-export ADMIN_TOKEN="${ADMIN_TOKEN:-dev-admin-token}"
+# Development: a fixed admin token and shoppers' secret you can use at once (the quote key is generated).
+export APP_ENV="${APP_ENV:-development}"
+export ADMIN_TOKEN="${ADMIN_TOKEN:-dev-admin-token-for-this-machine-only}"
+export JWT_HS256_SECRET="${JWT_HS256_SECRET:-dev-jwt-secret-for-this-machine-only}"
 cargo build --release --locked -p pricing-api -p pricing-worker -p pricing-listener
 ./target/release/pricing-api seed --products "${SEED_PRODUCTS:-1000}"
 
@@ -19,5 +22,5 @@ pids+=($!)
 pids+=($!)
 ./target/release/pricing-listener > >(sed -u 's/^/[listen] /') 2>&1 &
 pids+=($!)
-echo "api on ${API_ADDR:-0.0.0.0:8000}  (admin token: $ADMIN_TOKEN)  Ctrl-C stops all three" >&2
+echo "api on ${API_ADDR:-0.0.0.0:8000}  (admin token: $ADMIN_TOKEN; a shopper's token: ./target/release/pricing-api token --sub shopper-1 --member)  Ctrl-C stops all three" >&2
 wait -n

@@ -2,7 +2,7 @@
 //! server-side failure is logged, never shown to the client.
 
 use axum::{
-    http::StatusCode,
+    http::{header, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
@@ -19,9 +19,12 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("Missing bearer token: send Authorization: Bearer <ADMIN_TOKEN>")]
+    #[error("This needs a bearer token: send Authorization: Bearer <token>")]
     Unauthorized,
-    #[error("The bearer token is not valid")]
+    /// A bearer token that is present but refused: why, in words (never the token).
+    #[error("The bearer token is not valid: {0}")]
+    InvalidToken(String),
+    #[error("The bearer token does not grant this: it needs the admin token or a token with the admin role")]
     Forbidden,
     #[error("The request body is larger than {0} bytes (MAX_BODY_BYTES)")]
     PayloadTooLarge(usize),
@@ -67,7 +70,7 @@ impl ApiError {
             | ApiError::Core(Core::UnitPriceChanged { .. })
             | ApiError::Core(Core::QuoteRejected { .. }) => StatusCode::CONFLICT,
             ApiError::Core(Core::InsufficientStock { .. }) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Timeout(_)
@@ -125,7 +128,19 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let mut response = (self.status(), Json(self.body())).into_response();
+        // RFC 6750: a 401 says which scheme it wants, and whether the token sent was the problem.
+        let challenge = match self {
+            ApiError::Unauthorized => Some("Bearer"),
+            ApiError::InvalidToken(_) => Some("Bearer error=\"invalid_token\""),
+            _ => None,
+        };
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static(challenge));
+        }
+        response
     }
 }
 

@@ -9,7 +9,7 @@ use utoipa::{
     openapi::{
         path::{Operation, PathItem},
         response::ResponseBuilder,
-        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
         Deprecated, OpenApi, RefOr,
     },
     Modify, OpenApi as _, PartialSchema, ToSchema,
@@ -26,8 +26,11 @@ pub const SPEC_PATH: &str = "/openapi.json";
 #[openapi(
     info(
         title = "Pricing Engine",
-        description = "Dynamic prices and oversell-proof orders. Errors are `{\"detail\": \"...\"}`; catalogue \
-                       writes, market events and recalculations need `Authorization: Bearer <ADMIN_TOKEN>`."
+        description = "Dynamic prices and oversell-proof orders. Errors are `{\"detail\": \"...\"}`. Callers: \
+                       a guest (no token) gets guest prices and guest checkout, each guest order reached with \
+                       its `X-Order-Token`; a shopper sends `Authorization: Bearer <JWT>` (its `sub`, `member`, \
+                       `location` and `roles` claims are trusted once verified); catalogue writes, market \
+                       events and recalculations need the admin token or a JWT with the `admin` role."
     ),
     tags(
         (name = "products", description = "The catalogue"),
@@ -93,7 +96,20 @@ impl Modify for SharedAnswers {
         let components = api.components.get_or_insert_with(Default::default);
         components.security_schemes.insert(
             "bearer".into(),
-            RefOr::T(SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build())),
+            RefOr::T(SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("A shopper's JWT, or the operators' ADMIN_TOKEN"))
+                    .build(),
+            )),
+        );
+        components.security_schemes.insert(
+            "order_token".into(),
+            RefOr::T(SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Order-Token",
+                "A guest order's order_access_token: reaches that one order",
+            )))),
         );
         components.schemas.insert(ErrorBody::name().into(), ErrorBody::schema());
         for item in api.paths.paths.values_mut() {
@@ -105,9 +121,19 @@ impl Modify for SharedAnswers {
                 if op.request_body.is_some() {
                     shared.push(("413", "The body is larger than MAX_BODY_BYTES"));
                 }
-                if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
-                    shared.push(("401", "No bearer token"));
-                    shared.push(("403", "The bearer token is not the admin token"));
+                let requirements = serde_json::to_value(&op.security).unwrap_or_default();
+                let reads_bearer = requirements.to_string().contains("\"bearer\"");
+                let bearer_only = requirements.as_array().is_some_and(|r| r.len() == 1) && reads_bearer;
+                if reads_bearer {
+                    shared.push(("401", "The bearer token is missing where one is required, or not valid"));
+                }
+                let for_any_shopper =
+                    op.operation_id.as_deref().is_some_and(|id| id.starts_with("list_orders"));
+                if bearer_only && !for_any_shopper {
+                    shared.push((
+                        "403",
+                        "The bearer token is neither the admin token nor a JWT with the admin role",
+                    ));
                 }
                 for (status, description) in shared {
                     op.responses.responses.entry(status.into()).or_insert_with(|| error(description));

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tower::util::MapRequestLayer;
 use tower::Layer;
 
+use crate::auth::{Identity, TokenVerifier};
+
 /// What every handler can reach. Handlers take it by value (axum clones the state for every request), so
 /// it is one `Arc`: cloning the fields themselves (the queues carry their configuration's strings) cost
 /// allocations on every request.
@@ -39,7 +41,8 @@ pub struct Context {
     pub events: EventStream,
     pub pricing: Arc<PricingService>,
     pub orders: Arc<OrderService>,
-    pub admin_token: Arc<str>,
+    /// The admin token and the shoppers' token keys (`auth`).
+    pub identity: Identity,
 }
 
 impl Context {
@@ -56,23 +59,18 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to PostgreSQL (creating the database if needed, then migrating) and Redis, and binds the
-    /// listening socket (`API_ADDR`; port 0 picks a free one, as the tests do).
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// Checks the secrets (a missing one stops the api, unless `APP_ENV=development`), connects to
+    /// PostgreSQL (creating the database if needed, then migrating) and Redis, and binds the listening
+    /// socket (`API_ADDR`; port 0 picks a free one, as the tests do).
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        settings.secrets.require(settings.app_env)?;
+        let identity = Identity {
+            admin_token: settings.secrets.admin_token.clone().expect("required above"),
+            tokens: TokenVerifier::new(&settings.secrets)?,
+        };
         pricing_core::prometheus::install();
         let Backends { db, cache, orders: order_queue, tasks: task_queue } =
             Backends::connect(&settings, 4, pricing_core::db::Commits::Durable).await?;
-        let admin_token: Arc<str> = match &settings.admin_token {
-            Some(token) => token.as_str().into(),
-            None => {
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                tracing::warn!(
-                    admin_token = %token,
-                    "ADMIN_TOKEN is not set: generated this one for catalogue writes (it changes on restart)"
-                );
-                token.into()
-            }
-        };
         let listener = TcpListener::bind(settings.api_addr).await?;
         let settings = Arc::new(settings);
         let pricing = PricingService::new(db.clone(), cache.clone(), settings.clone())?;
@@ -93,7 +91,7 @@ impl Application {
             events,
             pricing,
             orders,
-            admin_token,
+            identity,
         }));
         Ok(Self { listener, context })
     }

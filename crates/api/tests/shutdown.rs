@@ -178,7 +178,7 @@ async fn sigterm_lets_the_worker_finish_its_orders_and_the_listener_exit() {
     stack.spawn("pricing-listener");
     let api = stack.api.clone();
     let status_of = |order: i64| {
-        let request = client.get(format!("{api}/api/v1/orders/{order}")).send();
+        let request = client.get(format!("{api}/api/v1/orders/{order}")).bearer_auth(TOKEN).send();
         async move {
             request.await.unwrap().json::<Value>().await.unwrap()["status"].as_str().unwrap().to_string()
         }

@@ -8,82 +8,19 @@ mod processes;
 
 use std::{
     net::TcpListener as StdListener,
-    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use axum::{body::Bytes, extract::State, routing::post, Router};
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
-    common::v1::any_value::Value as AnyValue,
+use processes::{
+    otlp::{start_receiver, Received, ReceivedSpan},
+    Stack, TOKEN,
 };
-use processes::{Stack, TOKEN};
-use prost::Message;
 use serde_json::json;
 
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const ORDER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
 const OTHER_ORDER_TRACE: &str = "6bf92f3577b34da6a3ce929d0e0e4738";
-
-#[derive(Debug, Clone)]
-struct ReceivedSpan {
-    service: String,
-    name: String,
-    trace_id: String,
-    span_id: String,
-    parent: String,
-    attributes: Vec<(String, String)>,
-}
-
-type Received = Arc<Mutex<Vec<ReceivedSpan>>>;
-
-async fn receive(State(spans): State<Received>, body: Bytes) -> Vec<u8> {
-    let request = ExportTraceServiceRequest::decode(body).expect("an OTLP protobuf export request");
-    let mut spans = spans.lock().unwrap();
-    for resource in request.resource_spans {
-        let service = resource
-            .resource
-            .iter()
-            .flat_map(|r| &r.attributes)
-            .find(|a| a.key == "service.name")
-            .and_then(|a| match a.value.as_ref()?.value.as_ref()? {
-                AnyValue::StringValue(s) => Some(s.clone()),
-                _ => None,
-            })
-            .unwrap_or_default();
-        for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
-            let attributes = span
-                .attributes
-                .iter()
-                .map(|a| (a.key.clone(), format!("{:?}", a.value.as_ref().and_then(|v| v.value.clone()))))
-                .collect();
-            spans.push(ReceivedSpan {
-                service: service.clone(),
-                name: span.name,
-                trace_id: hex(&span.trace_id),
-                span_id: hex(&span.span_id),
-                parent: hex(&span.parent_span_id),
-                attributes,
-            });
-        }
-    }
-    ExportTraceServiceResponse::default().encode_to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An OTLP/HTTP receiver on a free port; returns its address and what it received.
-async fn start_receiver() -> (String, Received) {
-    let received: Received = Arc::default();
-    let app = Router::new().route("/v1/traces", post(receive)).with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, received)
-}
 
 async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) -> Stack {
     let mut stack = Stack::start("trace", otel).await;

@@ -118,7 +118,11 @@ impl TryFrom<String> for PriceBasis {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Order {
     pub id: i64,
+    /// The verified shopper who owns it (their token's `sub`); `None` for a guest's order.
     pub user_id: Option<String>,
+    /// A guest's own label for themselves, as their client sent it; it grants nothing.
+    #[serde(default)]
+    pub guest_label: Option<String>,
     #[sqlx(try_from = "String")]
     pub status: OrderStatus,
     pub total_price: Decimal,
@@ -138,13 +142,14 @@ impl Order {
     pub fn placed(
         id: i64,
         created_at: DateTime<Utc>,
-        user_id: Option<String>,
+        buyer: &Buyer,
         total_price: Decimal,
         items: Vec<OrderItem>,
     ) -> Self {
         Self {
             id,
-            user_id,
+            user_id: buyer.user_id().map(str::to_string),
+            guest_label: buyer.guest_label().map(str::to_string),
             status: OrderStatus::Pending,
             total_price,
             attempts: 0,
@@ -154,6 +159,31 @@ impl Order {
             processing_started_at: None,
             completed_at: None,
             items,
+        }
+    }
+}
+
+/// Who places an order: a shopper verified by their bearer token, or a guest (who may label themselves,
+/// as the older clients' `user_id` did, but that label grants nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Buyer {
+    Shopper(String),
+    Guest { label: Option<String> },
+}
+
+impl Buyer {
+    /// The verified shopper's id.
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Buyer::Shopper(sub) => Some(sub),
+            Buyer::Guest { .. } => None,
+        }
+    }
+
+    pub fn guest_label(&self) -> Option<&str> {
+        match self {
+            Buyer::Guest { label } => label.as_deref(),
+            Buyer::Shopper(_) => None,
         }
     }
 }

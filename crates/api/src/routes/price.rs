@@ -1,5 +1,6 @@
 //! `POST /api/v1/price`: a price quote for one product and one shopper, answered from the cached pricing
-//! state when there is one. The quote is stored until `valid_until` so an order can honour it.
+//! state when there is one. Anyone may ask: a guest gets the guest price; a verified shopper's token decides
+//! their membership and default location, and binds the quote to them, so no one else can order with it.
 
 use axum::extract::State;
 use pricing_core::{domain::ProductRef, pricing::PriceDetail};
@@ -8,6 +9,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
+    auth::Caller,
     error::{ApiResult, ErrorBody},
     extract::{text_field, Json},
     ApiContext,
@@ -22,31 +24,35 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 struct PriceRequest {
     product_id: ProductRef,
     /// Defaults to `DEFAULT_LOCATION`.
+    /// The ship-to region; defaults to the token's `location`, else `DEFAULT_LOCATION`.
     #[schema(max_length = 32)]
     user_location: Option<String>,
+    /// Accepted for older clients; only a verified token's `member` claim grants the member price.
     #[serde(default)]
+    #[allow(dead_code)]
     is_prime_member: bool,
-    /// Ties the quote to a customer: only an order with the same `user_id` can use it.
-    #[schema(min_length = 1, max_length = 255)]
-    user_id: Option<String>,
+    /// Accepted for older clients and ignored: a quote is bound to the token's `sub` (or to guests).
+    #[schema(value_type = Option<String>)]
+    #[allow(dead_code)]
+    user_id: Option<serde_json::Value>,
 }
 
 /// Quotes a product's price for one shopper; the `quote_id` lets an order pay exactly this price.
 #[utoipa::path(post, path = "", operation_id = "quote_price", tag = "pricing", request_body = PriceRequest,
+    security((), ("bearer" = [])),
     responses((status = 200, description = "The quote", body = PriceDetail),
               (status = 404, description = "No such product", body = ErrorBody)))]
 async fn quote(
     State(ctx): State<ApiContext>,
+    caller: Caller,
     Json(body): Json<PriceRequest>,
 ) -> ApiResult<axum::Json<PriceDetail>> {
     if let Some(location) = body.user_location.as_deref() {
         text_field("user_location", location, 0, 32)?;
     }
-    let user_id = body
-        .user_id
-        .as_deref()
-        .map(|u| text_field("user_id", u, 1, ctx.settings.limits.max_text_len))
-        .transpose()?;
-    let shopper = ctx.pricing.shopper(body.user_location.as_deref(), body.is_prime_member);
-    Ok(axum::Json(ctx.pricing.quote(&body.product_id, &shopper, user_id.as_deref()).await?))
+    let inputs = caller.pricing_inputs(body.user_location.as_deref());
+    let shopper = ctx.pricing.shopper(inputs.location, inputs.member);
+    let mut detail = ctx.pricing.quote(&body.product_id, &shopper, caller.user_id()).await?;
+    detail.from_token = inputs.from_token.into_iter().map(str::to_string).collect();
+    Ok(axum::Json(detail))
 }

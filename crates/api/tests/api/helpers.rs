@@ -11,7 +11,10 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "test-admin-token-of-at-least-32-bytes";
+/// The HS256 secret shoppers' test tokens are signed with.
+pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes!";
+pub const QUOTE_KEY: &str = "test-quote-signing-key-of-32-bytes!!";
 
 pub struct TestApp {
     pub address: String,
@@ -51,7 +54,13 @@ pub fn test_settings() -> Settings {
     s.api_addr = "127.0.0.1:0".parse().unwrap();
     s.worker_addr = "127.0.0.1:0".parse().unwrap();
     s.listener_addr = "127.0.0.1:0".parse().unwrap();
-    s.admin_token = Some(ADMIN_TOKEN.into());
+    s.secrets = pricing_core::config::Secrets {
+        admin_token: Some(ADMIN_TOKEN.into()),
+        quote_signing_keys: vec![QUOTE_KEY.into()],
+        jwt_hs256_secret: Some(JWT_SECRET.into()),
+        jwt_leeway: Duration::from_secs(30),
+        ..Default::default()
+    };
     s.database_max_connections = 10;
     s.order_processing_delay = Duration::from_millis(5);
     s.order_stale_after = Duration::from_secs(2);
@@ -228,6 +237,21 @@ impl TestApp {
         self.client.post(self.url(path)).json(body).send().await.expect("request")
     }
 
+    /// A shopper's bearer token (HS256, valid for an hour), with the `member` claim if `member`.
+    pub fn shopper_token(&self, sub: &str, member: bool) -> String {
+        shopper_token(sub, member)
+    }
+
+    /// `POST` as a shopper (`Authorization: Bearer <their JWT>`).
+    pub async fn post_as(&self, token: &str, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).bearer_auth(token).json(body).send().await.expect("request")
+    }
+
+    /// `GET` as a shopper.
+    pub async fn get_as(&self, token: &str, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).bearer_auth(token).send().await.expect("request")
+    }
+
     pub async fn admin(
         &self,
         method: reqwest::Method,
@@ -239,6 +263,16 @@ impl TestApp {
             req = req.json(body);
         }
         req.send().await.expect("request")
+    }
+
+    /// `GET` with the admin token (admins reach every order).
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::GET, path, None).await
+    }
+
+    /// `POST` with the admin token and an empty JSON body.
+    pub async fn admin_post(&self, path: &str) -> reqwest::Response {
+        self.admin(reqwest::Method::POST, path, Some(&json!({}))).await
     }
 
     /// Creates a product through the api and returns its JSON.
@@ -291,6 +325,21 @@ impl TestApp {
             let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await.unwrap();
         }
     }
+}
+
+/// A shopper's token signed with [`JWT_SECRET`], valid for an hour.
+pub fn shopper_token(sub: &str, member: bool) -> String {
+    let claims = pricing_api::auth::ShopperClaims {
+        sub: sub.into(),
+        exp: jsonwebtoken::get_current_timestamp() + 3600,
+        nbf: None,
+        iss: None,
+        aud: None,
+        member,
+        location: None,
+        roles: vec![],
+    };
+    pricing_api::auth::jwt::sign_hs256(JWT_SECRET, &claims).unwrap()
 }
 
 /// Polls `check` every 50 ms until it returns true, failing the test after `timeout`.

@@ -1,6 +1,7 @@
 //! Integration tests: each test spawns the api (and the worker where it needs one) in-process on a random
 //! port, against the real PostgreSQL and Redis, with its own database and its own Redis key prefix.
 
+mod access;
 mod flash_sale;
 mod health;
 mod helpers;

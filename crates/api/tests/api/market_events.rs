@@ -330,7 +330,11 @@ async fn bad_events_are_422_naming_the_field_and_publish_nothing() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res =
         app.client.post(app.url("/api/v1/publish-market-event")).bearer_auth("wrong").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "not a token this api can verify");
+    let shopper = app.shopper_token("s1", true);
+    let res =
+        app.client.post(app.url("/api/v1/publish-market-event")).bearer_auth(shopper).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "a shopper is not an admin");
 
     let recorded: i64 =
         sqlx::query_scalar("SELECT count(*) FROM market_events").fetch_one(&app.db).await.unwrap();

@@ -289,3 +289,46 @@ fn the_compose_stack_agrees_with_the_code() {
         assert!(checked.success(), "docker compose config -q rejects docker-compose.yml");
     }
 }
+
+/// The compose stack's `secrets` service, run with `sh` as Docker would (its `$$` unescaped, its volume a
+/// temporary directory): it writes each secret once, and every `*_FILE` the services read names one of them.
+#[test]
+fn the_compose_secrets_service_writes_each_secret_once_for_every_replica() {
+    let mut compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    compose.apply_merge().expect("YAML merge keys resolve");
+    let service = &compose["services"]["secrets"];
+    let mount = "/run/pricing-secrets";
+    assert_eq!(service["volumes"][0].as_str(), Some(format!("secrets:{mount}").as_str()));
+    let dir = std::env::temp_dir().join(format!("compose-secrets-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script =
+        service["entrypoint"][2].as_str().unwrap().replace("$$", "$").replace(mount, dir.to_str().unwrap());
+    let run = || std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+    let first = run();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let names = ["admin_token", "quote_signing_key", "jwt_hs256_secret"];
+    let written: Vec<String> = names.iter().map(|n| read(n)).collect();
+    for secret in &written {
+        assert_eq!(secret.len(), 64, "32 random bytes in hex");
+        assert!(secret.chars().all(|c| c.is_ascii_hexdigit()));
+    }
+    assert!(run().status.success());
+    assert_eq!(names.iter().map(|n| read(n)).collect::<Vec<_>>(), written, "kept on the next start");
+
+    for service_name in ["api", "worker", "listener", "seed"] {
+        let service = &compose["services"][service_name];
+        let volumes = service["volumes"].as_sequence().unwrap();
+        assert!(volumes.iter().any(|v| v.as_str() == Some(&format!("secrets:{mount}:ro"))), "{service_name}");
+        assert_eq!(service["depends_on"]["secrets"]["condition"], "service_completed_successfully");
+    }
+    let env = compose["x-app-env"].as_mapping().unwrap();
+    for (var, file) in [
+        ("ADMIN_TOKEN_FILE", names[0]),
+        ("QUOTE_SIGNING_KEY_FILE", names[1]),
+        ("JWT_HS256_SECRET_FILE", names[2]),
+    ] {
+        assert_eq!(env[var].as_str().unwrap(), format!("${{{var}:-{mount}/{file}}}"), "{var}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

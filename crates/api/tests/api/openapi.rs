@@ -84,10 +84,23 @@ async fn the_description_lists_every_operation_with_its_answers() {
         if op.get("requestBody").is_some() {
             assert!(responses.contains_key("413"), "{name} lacks 413");
         }
+        // Every operation that reads a caller says so: the admin's only the bearer scheme, the order
+        // reads bearer or the order's token, the open ones "none, or bearer".
         let admin = ADMIN.contains(&name.as_str());
-        assert_eq!(op.get("security").is_some(), admin, "{name}: security");
+        let security = op.get("security").map(|s| s.to_string()).unwrap_or_default();
         if admin {
+            assert_eq!(security, r#"[{"bearer":[]}]"#, "{name}: security");
             assert!(responses.contains_key("401") && responses.contains_key("403"), "{name}");
+        } else if security.contains("bearer") {
+            assert!(responses.contains_key("401") && !responses.contains_key("403"), "{name}");
+        }
+        let reads_an_order = name.contains("/orders/{id}");
+        assert_eq!(security.contains("order_token"), reads_an_order, "{name}: {security}");
+        if name.ends_with("POST /api/v1/price") || name.ends_with("POST /api/v1/orders") {
+            assert_eq!(security, r#"[{},{"bearer":[]}]"#, "{name}: a guest or a shopper");
+        }
+        if name.ends_with("GET /api/v1/orders") {
+            assert_eq!(security, r#"[{"bearer":[]}]"#, "{name}: shoppers and admins only");
         }
     }
     // Money is a number, and errors have one shape.
@@ -95,6 +108,7 @@ async fn the_description_lists_every_operation_with_its_answers() {
     assert_eq!(schemas["PriceDetail"]["properties"]["final_price"]["type"], "number");
     assert!(schemas["ErrorBody"]["required"].as_array().unwrap().contains(&"detail".into()));
     assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert_eq!(spec["components"]["securitySchemes"]["order_token"]["name"], "X-Order-Token");
 }
 
 #[tokio::test]

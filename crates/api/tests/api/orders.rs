@@ -348,14 +348,18 @@ async fn invalid_orders_are_422_and_change_nothing() {
 async fn reading_an_order_and_its_status() {
     let app = spawn_app().await;
     let product = app.create_product("Readable", 4.0, 5).await;
-    let order = body(app.order(id_of(&product), 2).await).await;
+    let mut order = body(app.order(id_of(&product), 2).await).await;
     let id = id_of(&order);
+    // A guest's order: its token is in the answer that placed it, and only there.
+    let token = order.as_object_mut().unwrap().remove("order_access_token").unwrap();
+    let with_token =
+        |path: String| app.client.get(app.url(&path)).header("X-Order-Token", token.as_str().unwrap());
 
-    let res = app.get(&format!("/api/v1/orders/{id}")).await;
+    let res = with_token(format!("/api/v1/orders/{id}")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body(res).await, order);
 
-    let res = app.get(&format!("/api/v1/orders/{id}/status")).await;
+    let res = with_token(format!("/api/v1/orders/{id}/status")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let status = body(res).await;
     assert_eq!(
@@ -386,11 +390,11 @@ async fn listing_orders_filters_by_status_and_pages_newest_first() {
     for _ in 0..5 {
         ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
     }
-    let res = app.post(&format!("/api/v1/orders/{}/cancel", ids[1]), &json!({})).await;
+    let res = app.admin_post(&format!("/api/v1/orders/{}/cancel", ids[1])).await;
     assert_eq!(res.status(), StatusCode::OK);
     let listed = |page: &Value| -> Vec<i64> { page["items"].as_array().unwrap().iter().map(id_of).collect() };
 
-    let page = body(app.get("/api/v1/orders").await).await;
+    let page = body(app.admin_get("/api/v1/orders").await).await;
     assert_eq!(page["total"], 5);
     assert_eq!(page["page"], 1);
     assert_eq!(page["page_size"], 20);
@@ -398,29 +402,29 @@ async fn listing_orders_filters_by_status_and_pages_newest_first() {
     let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
     assert_eq!(listed(&page), newest_first);
 
-    let page = body(app.get("/api/v1/orders?page=2&page_size=2").await).await;
+    let page = body(app.admin_get("/api/v1/orders?page=2&page_size=2").await).await;
     assert_eq!(page["total"], 5);
     assert_eq!(page["total_pages"], 3);
     assert_eq!(listed(&page), newest_first[2..4]);
     assert_eq!(page["items"][0]["items"][0]["product_id"], id_of(&product));
 
-    let page = body(app.get("/api/v1/orders?status=pending").await).await;
+    let page = body(app.admin_get("/api/v1/orders?status=pending").await).await;
     assert_eq!(page["total"], 4);
     assert_eq!(listed(&page), [ids[4], ids[3], ids[2], ids[0]]);
     assert!(page["items"].as_array().unwrap().iter().all(|o| o["status"] == "pending"));
 
-    let page = body(app.get("/api/v1/orders?status=cancelled").await).await;
+    let page = body(app.admin_get("/api/v1/orders?status=cancelled").await).await;
     assert_eq!(page["total"], 1);
     assert_eq!(listed(&page), [ids[1]]);
     assert_eq!(page["items"][0]["status"], "cancelled");
 
-    let page = body(app.get("/api/v1/orders?status=completed").await).await;
+    let page = body(app.admin_get("/api/v1/orders?status=completed").await).await;
     assert_eq!(page["total"], 0);
     assert_eq!(page["total_pages"], 0);
     assert!(listed(&page).is_empty());
 
     for query in ["status=shipped", "status=PENDING", "page_size=0", "page_size=101", "page=0"] {
-        let res = app.get(&format!("/api/v1/orders?{query}")).await;
+        let res = app.admin_get(&format!("/api/v1/orders?{query}")).await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
         assert!(body(res).await["detail"].is_string());
     }
@@ -445,7 +449,7 @@ async fn cancelling_a_pending_order_gives_its_stock_back_once() {
     assert_eq!(app.stock_of(b).await, 6);
 
     let cancel = format!("/api/v1/orders/{id}/cancel");
-    let res = app.post(&cancel, &json!({})).await;
+    let res = app.admin_post(&cancel).await;
     assert_eq!(res.status(), StatusCode::OK);
     let cancelled = body(res).await;
     assert_eq!(cancelled["id"], id);
@@ -454,13 +458,13 @@ async fn cancelling_a_pending_order_gives_its_stock_back_once() {
     assert_eq!(app.stock_of(b).await, 10);
     assert_eq!(app.order_status(id).await, "cancelled");
 
-    let res = app.post(&cancel, &json!({})).await;
+    let res = app.admin_post(&cancel).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert!(body(res).await["detail"].as_str().unwrap().contains("cancelled"));
     assert_eq!(app.stock_of(a).await, 10, "stock given back only once");
     assert_eq!(app.stock_of(b).await, 10);
 
-    let res = app.post(&format!("/api/v1/orders/{}/cancel", id + 1000), &json!({})).await;
+    let res = app.admin_post(&format!("/api/v1/orders/{}/cancel", id + 1000)).await;
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
     assert_eq!(body(res).await["detail"], format!("Order {} not found", id + 1000));
 }
@@ -472,7 +476,7 @@ async fn a_completed_order_cannot_be_cancelled() {
     let id = id_of(&body(app.order(id_of(&product), 1).await).await);
     let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
     assert_eq!(worker.processor().process(id).await.unwrap(), pricing_worker::orders::Outcome::Completed);
-    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await;
+    let res = app.admin_post(&format!("/api/v1/orders/{id}/cancel")).await;
     assert_eq!(res.status(), StatusCode::CONFLICT);
     assert_eq!(app.order_status(id).await, "completed");
     assert_eq!(app.stock_of(id_of(&product)).await, 9);
@@ -498,7 +502,7 @@ async fn metrics_count_orders_by_status() {
     for _ in 0..3 {
         ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
     }
-    app.post(&format!("/api/v1/orders/{}/cancel", ids[0]), &json!({})).await;
+    app.admin_post(&format!("/api/v1/orders/{}/cancel", ids[0])).await;
     let worker = pricing_worker::Worker::build(app.settings.clone()).await.unwrap();
     assert_eq!(worker.processor().process(ids[1]).await.unwrap(), pricing_worker::orders::Outcome::Completed);
 
@@ -528,7 +532,7 @@ async fn the_queue_view_shows_the_pending_orders() {
     for _ in 0..12 {
         ids.push(id_of(&body(app.order(id_of(&product), 1).await).await));
     }
-    app.post(&format!("/api/v1/orders/{}/cancel", ids[0]), &json!({})).await;
+    app.admin_post(&format!("/api/v1/orders/{}/cancel", ids[0])).await;
 
     let res = app.get("/api/v1/orders/queue").await;
     assert_eq!(res.status(), StatusCode::OK);
@@ -548,23 +552,23 @@ async fn the_older_services_paths_answer() {
     let product = create_product_with_sku(&app, "P-200", 7.5, 10).await;
 
     let res = app
-        .post(
-            "/orders/",
-            &json!({ "user_id": "old-client", "item_ids": ["P-200", "P-200"], "total_amount": 15.0 }),
-        )
+        .post("/orders/", &json!({ "user_id": 42, "item_ids": ["P-200", "P-200"], "total_amount": 15.0 }))
         .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let order = body(res).await;
+    assert_eq!(res.status(), StatusCode::CREATED, "the older clients' numeric user_id is a label");
+    let mut order = body(res).await;
+    assert_eq!(order["user_id"], "42");
+    assert_eq!(order["guest"], true);
+    order.as_object_mut().unwrap().remove("order_access_token");
     assert_eq!(order["total_price"], json!(15.0));
     assert_eq!(order["quantity"], 2);
     let id = id_of(&order);
     assert_eq!(app.stock_of(id_of(&product)).await, 8);
 
-    let res = app.get(&format!("/orders/{id}")).await;
+    let res = app.admin_get(&format!("/orders/{id}")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body(res).await, order);
 
-    let res = app.get(&format!("/orders/{id}/status")).await;
+    let res = app.admin_get(&format!("/orders/{id}/status")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(body(res).await["status"], "pending");
 
@@ -578,7 +582,7 @@ async fn the_older_services_paths_answer() {
     assert_eq!(queue["queue_length"], 1);
     assert_eq!(queue["pending_orders"], json!([id]));
 
-    let res = app.post(&format!("/orders/{id}/cancel"), &json!({})).await;
+    let res = app.admin_post(&format!("/orders/{id}/cancel")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(app.stock_of(id_of(&product)).await, 10);
 }

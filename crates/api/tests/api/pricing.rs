@@ -49,8 +49,18 @@ async fn a_members_discount_never_reaches_a_non_member() {
     let app = spawn_app().await;
     let product = app.create_product("Table", 200.0, 500).await;
     let id = product["id"].clone();
-    let (_, member) = quote(&app, json!({ "product_id": id, "is_prime_member": true })).await;
-    let (_, guest) = quote(&app, json!({ "product_id": id, "is_prime_member": false })).await;
+    let member_token = app.shopper_token("m1", true);
+    let member = app
+        .post_as(&member_token, "/api/v1/price", &json!({ "product_id": id }))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(member["from_token"], json!(["user_id", "is_prime_member"]));
+    // A guest's claim to membership in the body grants nothing; the answer says so.
+    let (_, guest) = quote(&app, json!({ "product_id": id, "is_prime_member": true })).await;
+    assert_eq!(guest["is_prime_member"], false);
+    assert_eq!(guest["from_token"], json!([]));
     assert_eq!(guest["source"], "cache", "the second request is served from the cached state");
     assert_eq!(price(&member), 190.0);
     assert_eq!(price(&guest), 200.0);
@@ -188,16 +198,24 @@ async fn expired_or_foreign_quotes_are_refused_with_the_current_price() {
     let product = app.create_product("Expiring", 40.0, 500).await;
     let other = app.create_product("Other", 10.0, 500).await;
     let id = product["id"].as_i64().unwrap();
-    let (_, q) = quote(&app, json!({ "product_id": id, "user_id": "u1" })).await;
+    let (u1, u2) = (app.shopper_token("u1", false), app.shopper_token("u2", false));
+    let q =
+        app.post_as(&u1, "/api/v1/price", &json!({ "product_id": id })).await.json::<Value>().await.unwrap();
+    assert_eq!(q["user_id"], "u1", "bound to the token's sub");
     let quote_id = q["quote_id"].as_str().unwrap().to_string();
 
-    // Someone else's quote, or a quote for another product: 409, nothing sold.
-    let foreign = json!({ "user_id": "u2", "product_id": id, "quantity": 1, "quote_id": quote_id });
-    let res = app.post("/api/v1/orders", &foreign).await;
+    // Someone else's quote (another shopper, or a guest naming u1 in the body), or a quote for another
+    // product: 409 with the current price, nothing sold.
+    let foreign = json!({ "product_id": id, "quantity": 1, "quote_id": quote_id });
+    let res = app.post_as(&u2, "/api/v1/orders", &foreign).await;
     assert_eq!(res.status(), 409);
-    let wrong_product =
-        json!({ "user_id": "u1", "product_id": other["id"], "quantity": 1, "quote_id": quote_id });
-    assert_eq!(app.post("/api/v1/orders", &wrong_product).await.status(), 409);
+    let detail = res.json::<Value>().await.unwrap();
+    assert!(detail["detail"].as_str().unwrap().contains("another shopper"), "{detail}");
+    assert_eq!(detail["current_price"], 40.0);
+    let as_guest = json!({ "user_id": "u1", "product_id": id, "quantity": 1, "quote_id": quote_id });
+    assert_eq!(app.post("/api/v1/orders", &as_guest).await.status(), 409);
+    let wrong_product = json!({ "product_id": other["id"], "quantity": 1, "quote_id": quote_id });
+    assert_eq!(app.post_as(&u1, "/api/v1/orders", &wrong_product).await.status(), 409);
 
     wait_until(Duration::from_secs(5), "the quote to expire", || {
         let expired = app.pricing.verified_quote(&quote_id).is_none();
@@ -205,10 +223,7 @@ async fn expired_or_foreign_quotes_are_refused_with_the_current_price() {
     })
     .await;
     let res = app
-        .post(
-            "/api/v1/orders",
-            &json!({ "user_id": "u1", "product_id": id, "quantity": 1, "quote_id": quote_id }),
-        )
+        .post_as(&u1, "/api/v1/orders", &json!({ "product_id": id, "quantity": 1, "quote_id": quote_id }))
         .await;
     assert_eq!(res.status(), 409);
     let body: Value = res.json().await.unwrap();
@@ -264,7 +279,9 @@ async fn the_latest_market_signal_applies_product_over_category() {
 /// honoured by every api process sharing the key (and by none other).
 #[tokio::test]
 async fn a_quote_is_a_signed_token_any_api_with_the_key_honours() {
-    let key = |s: &mut pricing_core::Settings| s.quote_signing_keys = vec!["shared-test-key".into()];
+    let key = |s: &mut pricing_core::Settings| {
+        s.secrets.quote_signing_keys = vec!["shared-test-key-of-at-least-32-bytes".into()]
+    };
     let app = spawn_app_with(key).await;
     let id = app.create_product("Tokened", 20.0, 500).await["id"].as_i64().unwrap();
     quote(&app, json!({ "product_id": id })).await; // the pricing state is cached from here on
@@ -299,7 +316,7 @@ async fn a_quote_is_a_signed_token_any_api_with_the_key_honours() {
     .await;
     assert_eq!(twin.post("/api/v1/orders", &order(&tokens[1])).await.status(), 201);
     let stranger = spawn_app_with(|s| {
-        s.quote_signing_keys = vec!["another-key".into()];
+        s.secrets.quote_signing_keys = vec!["another-key-of-at-least-32-bytes-long".into()];
         s.database_url = app.settings.database_url.clone();
         s.redis_key_prefix = app.settings.redis_key_prefix.clone();
     })

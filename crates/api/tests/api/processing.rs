@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use pricing_worker::orders::Outcome;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::helpers::{spawn_app, spawn_app_with, wait_until, TestApp};
 
@@ -48,7 +48,7 @@ async fn an_order_reaches_completed() {
         app.order_status(id).await == "completed"
     })
     .await;
-    let order: Value = app.get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
+    let order: Value = app.admin_get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
     assert_eq!(order["attempts"], 1);
     assert!(order["completed_at"].is_string());
     assert_eq!(app.stock_of(product["id"].as_i64().unwrap()).await, 3);
@@ -218,7 +218,7 @@ async fn an_order_whose_fulfilment_always_fails_ends_failed_after_the_maximum_at
     assert!(reason.contains("3 attempts"), "{reason}");
     assert_eq!(app.stock_of(product_id).await, 5, "stock given back");
 
-    let order: Value = app.get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
+    let order: Value = app.admin_get(&format!("/api/v1/orders/{id}")).await.json().await.unwrap();
     assert_eq!(order["status"], "failed");
     assert_eq!(order["failure_reason"], reason.as_str());
     assert!(order["completed_at"].is_null());
@@ -232,7 +232,7 @@ async fn an_order_whose_fulfilment_always_fails_ends_failed_after_the_maximum_at
 async fn a_cancelled_order_is_not_processed() {
     let app = spawn_app().await;
     let (id, product_id) = place_order(&app, 5, 2).await;
-    let res = app.post(&format!("/api/v1/orders/{id}/cancel"), &json!({})).await;
+    let res = app.admin_post(&format!("/api/v1/orders/{id}/cancel")).await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.stock_of(product_id).await, 5);
 

@@ -94,7 +94,7 @@ async fn a_given_sku_is_kept_and_a_duplicate_sku_is_409() {
 }
 
 #[tokio::test]
-async fn writes_without_the_admin_token_are_401_and_with_a_wrong_one_403() {
+async fn writes_without_a_valid_token_are_401_and_with_a_shoppers_403() {
     let app = spawn_app().await;
     let product = app.create_product("Kept", 5.0, 5).await;
     let id = product["id"].as_i64().unwrap();
@@ -112,10 +112,13 @@ async fn writes_without_the_admin_token_are_401_and_with_a_wrong_one_403() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer error=\"invalid_token\"");
     assert!(body(res).await["detail"].is_string());
+    let res = app.post_as(&app.shopper_token("s1", false), "/api/v1/products", &new).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN, "a shopper's token is not the admin's");
 
-    // A non-bearer scheme is treated as no token.
+    // A non-bearer scheme is not a token this api reads.
     let res = app
         .client
         .post(app.url("/api/v1/products"))
@@ -130,7 +133,7 @@ async fn writes_without_the_admin_token_are_401_and_with_a_wrong_one_403() {
     let res = app.client.put(app.url(&path)).json(&json!({ "price": 1.0 })).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     let res = app.client.delete(app.url(&path)).bearer_auth("wrong").send().await.unwrap();
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 
     // Nothing changed.
     assert_eq!(product_count(&app).await, 1);
@@ -393,7 +396,7 @@ async fn the_cached_read_misses_then_hits_and_is_never_stale() {
     assert_eq!(now["price"], json!(12.34));
 
     // ...and a cancellation giving the stock back.
-    let res = app.post(&format!("/api/v1/orders/{}/cancel", order["id"]), &json!({})).await;
+    let res = app.admin_post(&format!("/api/v1/orders/{}/cancel", order["id"])).await;
     assert_eq!(res.status(), StatusCode::OK);
     let (hit, now) = read().await;
     assert_eq!(hit, "HIT");

@@ -49,7 +49,7 @@ async fn every_product_view_shows_the_price_an_order_then_charges() {
     // The sale changed the stock (and demand): the views move with it, and the order keeps what it paid.
     let after = body(app.get(&format!("/api/v1/products/{id}/cached")).await).await;
     assert_ne!(after["current_price"], json!(116.0), "{after}");
-    let stored = body(app.get(&format!("/api/v1/orders/{}", order["id"])).await).await;
+    let stored = body(app.admin_get(&format!("/api/v1/orders/{}", order["id"])).await).await;
     assert_eq!(stored["items"][0]["price_source"], "current");
     assert_eq!(stored["items"][0]["unit_price"], json!(116.0));
 }
@@ -117,11 +117,13 @@ async fn a_quoted_line_says_so_and_an_unquoted_one_pays_the_current_price_for_it
     let app = spawn_app().await;
     let quoted = app.create_product("Quoted", 50.0, 500).await["id"].as_i64().unwrap();
     let plain = app.create_product("Plain", 20.0, 500).await["id"].as_i64().unwrap();
-    let q = body(app.post("/api/v1/price", &json!({ "product_id": quoted, "user_id": "u1" })).await).await;
+    let u1 = app.shopper_token("u1", true);
+    let q = body(app.post_as(&u1, "/api/v1/price", &json!({ "product_id": quoted })).await).await;
     let res = app
-        .post(
+        .post_as(
+            &u1,
             "/api/v1/orders",
-            &json!({ "user_id": "u1", "user_location": "NY", "is_prime_member": true, "items": [
+            &json!({ "user_location": "NY", "items": [
                 { "product_id": quoted, "quantity": 1, "quote_id": q["quote_id"] },
                 { "product_id": plain, "quantity": 1 },
             ] }),
@@ -132,7 +134,11 @@ async fn a_quoted_line_says_so_and_an_unquoted_one_pays_the_current_price_for_it
     let items = order["items"].as_array().unwrap();
     let line = |id: i64| items.iter().find(|i| i["product_id"] == json!(id)).unwrap();
     assert_eq!(line(quoted)["price_source"], "quote");
-    assert_eq!(line(quoted)["unit_price"], json!(50.0), "the quote was for the default shopper");
+    assert_eq!(
+        line(quoted)["unit_price"],
+        json!(47.5),
+        "the quote was for this member, at the default location"
+    );
     assert_eq!(line(plain)["price_source"], "current");
     // 20 x 1.10 (NY) x 0.95 (member) = 20.90.
     assert_eq!(line(plain)["unit_price"], json!(20.9), "{order}");

@@ -3,6 +3,8 @@
 //! killed when dropped.
 #![allow(dead_code)] // each test file uses its own part of this harness
 
+pub mod otlp;
+
 use std::{
     net::TcpListener as StdListener,
     path::{Path, PathBuf},
@@ -12,7 +14,9 @@ use std::{
 
 use serde_json::{json, Value};
 
-pub const TOKEN: &str = "process-test-token";
+pub const TOKEN: &str = "process-test-admin-token-0123456789abcdef";
+pub const QUOTE_KEY: &str = "process-test-quote-signing-key-0123456789";
+pub const JWT_SECRET: &str = "process-test-jwt-hs256-secret-0123456789";
 
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -64,6 +68,8 @@ impl Stack {
             ("WORKER_ADDR", format!("127.0.0.1:{}", free_port())),
             ("LISTENER_ADDR", format!("127.0.0.1:{}", free_port())),
             ("ADMIN_TOKEN", TOKEN.into()),
+            ("QUOTE_SIGNING_KEY", QUOTE_KEY.into()),
+            ("JWT_HS256_SECRET", JWT_SECRET.into()),
             ("ORDER_PROCESSING_DELAY_MS", "5".into()),
             ("LISTENER_BLOCK_MS", "200".into()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),

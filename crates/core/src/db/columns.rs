@@ -17,7 +17,7 @@ macro_rules! locked_product_columns {
 
 macro_rules! order_columns {
     () => {
-        "id, user_id, status, total_price, attempts, failure_reason, created_at, updated_at, \
+        "id, user_id, guest_label, status, total_price, attempts, failure_reason, created_at, updated_at, \
          processing_started_at, completed_at"
     };
 }
@@ -34,5 +34,13 @@ macro_rules! market_multiplier_of {
             $p,
             ".category))"
         )
+    };
+}
+
+/// Whether the caller binding `$2` (admin), `$3` (owner's `sub`) and `$4` (an order access token's digest)
+/// may reach the row of `orders`: the one rule of `orders::OrderAccess`, in SQL.
+macro_rules! order_access {
+    () => {
+        "($2::bool OR orders.user_id = $3::text OR $4::bytea = ANY(orders.access_token_hashes))"
     };
 }

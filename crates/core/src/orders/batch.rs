@@ -45,6 +45,7 @@ pub(super) struct Waiting {
     /// The request's span: its order's wake-up job carries this trace, whichever request's batch sold it.
     pub span: tracing::Span,
     pub request: OrderRequest,
+    pub owner: db::orders::OrderOwner,
     pub line: WantedLine,
     pub shopper: Shopper,
 }
@@ -202,7 +203,7 @@ impl GroupCommit {
         let rows: Vec<db::orders::BatchOrder> = accepted
             .iter()
             .map(|(i, items, total)| db::orders::BatchOrder {
-                user_id: batch[*i].request.user_id.clone(),
+                owner: batch[*i].owner.clone(),
                 total: *total,
                 item: items[0].clone(),
             })
@@ -210,7 +211,7 @@ impl GroupCommit {
         let sale = db::orders::record_batch_sale(&mut tx, &rows).await?;
         let mut placed = Vec::with_capacity(accepted.len());
         for ((i, items, total), (order_id, created_at)) in accepted.into_iter().zip(sale.orders) {
-            let order = Order::placed(order_id, created_at, batch[i].request.user_id.clone(), total, items);
+            let order = Order::placed(order_id, created_at, &batch[i].owner.buyer, total, items);
             if let Some(key) = &batch[i].request.idempotency {
                 db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
             }
@@ -229,7 +230,7 @@ impl GroupCommit {
             .collect();
         self.after_sale.sale_committed(sold, jobs).await;
         for (i, order) in placed {
-            outcomes[i] = Some(Ok(Placed { order, replayed: false }));
+            outcomes[i] = Some(Ok(Placed::new(order)));
         }
         Ok(())
     }

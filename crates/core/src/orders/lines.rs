@@ -17,7 +17,7 @@ use rust_decimal::Decimal;
 use super::OrderService;
 use crate::{
     db::products::ProductWithMarket,
-    domain::{OrderItem, PriceBasis, ProductRef},
+    domain::{Buyer, OrderItem, PriceBasis, ProductRef},
     money::{round_cents, MAX_AMOUNT},
     pricing::{
         model::{self, PricingInputs},
@@ -27,9 +27,10 @@ use crate::{
 };
 
 /// An order as a client asks for it, its shape already checked (at least one line, quantities in range).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OrderRequest {
-    pub user_id: Option<String>,
+    /// Who is buying: the verified shopper, or a guest.
+    pub buyer: Buyer,
     pub lines: Vec<OrderLine>,
     /// Who is buying, for the dynamic price of lines without a quote.
     pub user_location: Option<String>,
@@ -43,19 +44,24 @@ pub struct OrderRequest {
 /// An `Idempotency-Key` and the canonical hash of the request it came with.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
-    /// Scoped per customer: `{user_id}:{key}` (`-` for no user).
+    /// The key as the client sent it.
+    pub key: String,
+    /// Scoped per shopper, unambiguously: `s{length of sub}:{sub}:{key}` for a shopper, `g:{key}` for
+    /// guests. The length prefix means no two (shopper, key) pairs share a scoped key (with a bare
+    /// delimiter, user `a` with key `k:1` was user `a:k` with key `1`).
     pub scoped_key: String,
     pub request_hash: String,
 }
 
 impl IdempotencyKey {
-    /// The key as a client sent it, for `user_id`, with the hash of the request's canonical form.
-    pub fn new(key: &str, user_id: Option<&str>, canonical_request: &str) -> Self {
+    /// The key as a client sent it, for `buyer`, with the hash of the request's canonical form.
+    pub fn new(key: &str, buyer: &Buyer, canonical_request: &str) -> Self {
         let hash = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, canonical_request.as_bytes());
-        Self {
-            scoped_key: format!("{}:{key}", user_id.unwrap_or("-")),
-            request_hash: hash.simple().to_string(),
-        }
+        let scoped_key = match buyer.user_id() {
+            Some(sub) => format!("s{}:{sub}:{key}", sub.len()),
+            None => format!("g:{key}"),
+        };
+        Self { key: key.to_string(), scoped_key, request_hash: hash.simple().to_string() }
     }
 }
 
@@ -88,9 +94,9 @@ impl OrderService {
         for line in &request.lines {
             let product_id = self.pricing.resolve(&line.product).await?;
             let quoted = match &line.quote_id {
-                Some(quote_id) => Some(
-                    self.honoured_quote(quote_id, product_id, request.user_id.as_deref(), shopper).await?,
-                ),
+                Some(quote_id) => {
+                    Some(self.honoured_quote(quote_id, product_id, request.buyer.user_id(), shopper).await?)
+                }
                 None => None,
             };
             let next = WantedLine {
@@ -109,7 +115,8 @@ impl OrderService {
         Ok(wanted.into_values().collect())
     }
 
-    /// The quoted price, if the quote is still valid and was made for this product and customer.
+    /// The quoted price, if the quote is still valid and was made for this product and this shopper (a
+    /// guest's quote, `user_id` `None`, serves only guests).
     async fn honoured_quote(
         &self,
         quote_id: &str,
@@ -122,7 +129,7 @@ impl OrderService {
             None => "The quote has expired or is not valid".to_string(),
             Some(q) if q.product_id != product_id => format!("The quote is for product {}", q.product_id),
             Some(q) if q.user_id.as_deref() != user_id => {
-                "The quote was made for another customer".to_string()
+                "The quote was made for another shopper; ask for a quote of your own".to_string()
             }
             Some(q) => return Ok(q.final_price),
         };
@@ -210,4 +217,21 @@ pub(super) fn order_total(items: &[OrderItem], expected_total: Option<Decimal>) 
         return Err(Error::TotalChanged { shown, current: total, items: items.to_vec() });
     }
     Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_of_different_shoppers_never_collide() {
+        let shopper = |s: &str| Buyer::Shopper(s.into());
+        let a = IdempotencyKey::new("k:1", &shopper("a"), "{}");
+        let b = IdempotencyKey::new("1", &shopper("a:k"), "{}");
+        assert_ne!(a.scoped_key, b.scoped_key);
+        let guest = IdempotencyKey::new("k", &Buyer::Guest { label: Some("g".into()) }, "{}");
+        let named_g = IdempotencyKey::new("k", &shopper("g"), "{}");
+        assert_ne!(guest.scoped_key, named_g.scoped_key);
+        assert_eq!(a.key, "k:1");
+    }
 }

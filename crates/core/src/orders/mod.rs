@@ -5,6 +5,7 @@
 //! api only parses and answers; `db::orders` only runs SQL; the pricing rules an order follows are in
 //! `lines.rs`, each with a test.
 
+mod access;
 mod after_sale;
 mod batch;
 mod lines;
@@ -13,12 +14,13 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
+pub use access::{access_token_hash, new_access_token, OrderAccess};
 pub use lines::{IdempotencyKey, OrderLine, OrderRequest};
 
 use crate::{
     cache::{Cache, ProductChange},
-    db::{self, idempotency::Claim},
-    domain::{Order, OrderStatus, Product},
+    db::{self, idempotency::Claim, orders::OrderOwner},
+    domain::{Buyer, Order, OrderStatus, Product},
     jobs::OrderQueue,
     pricing::{PricingService, Shopper},
     prometheus::names,
@@ -51,8 +53,33 @@ impl OrderService {
 
     /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
     /// disconnecting drops its handler) cannot cut off the commit or the steps that must follow it. A
-    /// request whose `Idempotency-Key` already placed an order gets that order back (`replayed`).
+    /// request whose `Idempotency-Key` already placed an order gets that order back (`replayed`). A guest
+    /// gets an order access token with the order (a fresh one with a replay: only digests are kept).
     pub async fn place(self: &Arc<Self>, request: OrderRequest) -> Result<Placed> {
+        let guest = matches!(request.buyer, Buyer::Guest { .. });
+        let (token, token_hash) = match guest {
+            true => new_access_token(),
+            false => (String::new(), Vec::new()),
+        };
+        let owner =
+            OrderOwner { buyer: request.buyer.clone(), access_token_hash: guest.then_some(token_hash) };
+        let mut placed = self.sell_once(request, owner.clone()).await?;
+        if guest {
+            if placed.replayed {
+                let hash = owner.access_token_hash.as_deref().unwrap_or_default();
+                db::orders::add_access_token(&self.db, placed.order.id, hash).await?;
+            }
+            placed.access_token = Some(token);
+        }
+        if !placed.replayed {
+            tracing::info!(order_id = placed.order.id, total = %placed.order.total_price, "order placed");
+            count_order(OrderStatus::Pending);
+        }
+        Ok(placed)
+    }
+
+    /// The order's sale, or the first answer to its `Idempotency-Key`.
+    async fn sell_once(self: &Arc<Self>, request: OrderRequest, owner: OrderOwner) -> Result<Placed> {
         if let Some(key) = &request.idempotency {
             // A committed key answers at once, before its quotes (which may have expired since) are checked.
             if let Some(claim) = db::idempotency::find(
@@ -68,27 +95,22 @@ impl OrderService {
         }
         let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
         let mut wanted = self.resolve_lines(&request, &shopper).await?;
-        let placed = if wanted.len() == 1 {
+        if wanted.len() == 1 {
             // One product: committed with the other orders for it that arrive meanwhile (group commit).
             let line = wanted.remove(0);
-            self.batches
-                .sell(batch::Waiting { span: tracing::Span::current(), request, line, shopper })
-                .await?
+            let waiting = batch::Waiting { span: tracing::Span::current(), request, owner, line, shopper };
+            self.batches.sell(waiting).await
         } else {
             let this = Arc::clone(self);
-            detached(async move { this.sell(request, wanted, shopper).await }).await?
-        };
-        if !placed.replayed {
-            tracing::info!(order_id = placed.order.id, total = %placed.order.total_price, "order placed");
-            count_order(OrderStatus::Pending);
+            detached(async move { this.sell(request, owner, wanted, shopper).await }).await
         }
-        Ok(placed)
     }
 
     /// The sale's transaction and what follows its commit.
     async fn sell(
         &self,
         request: OrderRequest,
+        owner: OrderOwner,
         wanted: Vec<lines::WantedLine>,
         shopper: Shopper,
     ) -> Result<Placed> {
@@ -107,8 +129,8 @@ impl OrderService {
         let locked = db::orders::lock_for_sale(&mut tx, &ids).await?;
         let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
         let total = lines::order_total(&items, request.expected_total)?;
-        let sale = db::orders::record_sale(&mut tx, request.user_id.as_deref(), total, &items).await?;
-        let order = Order::placed(sale.order_id, sale.created_at, request.user_id, total, items);
+        let sale = db::orders::record_sale(&mut tx, &owner, total, &items).await?;
+        let order = Order::placed(sale.order_id, sale.created_at, &owner.buyer, total, items);
         if let Some(key) = &request.idempotency {
             db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
         }
@@ -116,14 +138,15 @@ impl OrderService {
 
         let products = sale.products.into_iter().map(|p| (p, 1)).collect();
         self.after_sale.sale_committed(products, vec![(order.id, tracing::Span::current())]).await;
-        Ok(Placed { order, replayed: false })
+        Ok(Placed::new(order))
     }
 
-    /// Cancels a pending order, its stock given back; like `place`, it runs to the end once started.
-    pub async fn cancel(self: &Arc<Self>, order_id: i64) -> Result<Order> {
+    /// Cancels a pending order that `access` reaches, its stock given back; like `place`, it runs to the
+    /// end once started.
+    pub async fn cancel(self: &Arc<Self>, order_id: i64, access: OrderAccess) -> Result<Order> {
         let this = Arc::clone(self);
         let order = detached(async move {
-            let (order, products) = db::orders::cancel(&this.db, order_id).await?;
+            let (order, products) = db::orders::cancel(&this.db, order_id, &access).await?;
             this.products_changed(&products).await;
             Ok(order)
         })
@@ -145,15 +168,23 @@ impl OrderService {
 pub struct Placed {
     pub order: Order,
     pub replayed: bool,
+    /// A guest's order access token: shown in this answer only (only its digest is kept).
+    pub access_token: Option<String>,
+}
+
+impl Placed {
+    pub(crate) fn new(order: Order) -> Self {
+        Self { order, replayed: false, access_token: None }
+    }
 }
 
 /// The answer for a key already used: its order, or a refusal when the request differs.
 fn replayed(claim: Claim, key: &IdempotencyKey) -> Result<Placed> {
     match claim {
-        Claim::Replay(order) => Ok(Placed { order: *order, replayed: true }),
+        Claim::Replay(order) => Ok(Placed { order: *order, replayed: true, access_token: None }),
         _ => Err(Error::Validation(format!(
             "Idempotency-Key {} was already used with a different request; use a new key for a new order",
-            key.scoped_key.split_once(':').map_or(key.scoped_key.as_str(), |(_, k)| k)
+            key.key
         ))),
     }
 }

@@ -9,6 +9,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, KeyInit, Mac};
 use rust_decimal::Decimal;
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -102,19 +103,16 @@ pub struct QuoteSigner {
 }
 
 impl QuoteSigner {
-    /// From `QUOTE_SIGNING_KEY` (comma-separated); when none is set, one is generated and logged, like the
-    /// admin token (its quotes then verify only in this process, until it restarts).
-    pub fn from_keys(configured: &[String]) -> Self {
-        let mut secrets: Vec<String> = configured.to_vec();
+    /// From `QUOTE_SIGNING_KEY` (comma-separated). The api refuses to start without one (or generates one
+    /// in development, `config::Secrets::require`); a process that never quotes may have none, and then
+    /// signs with a random key of its own that nothing else verifies.
+    pub fn from_keys(configured: &[SecretString]) -> Self {
+        let mut secrets: Vec<Vec<u8>> =
+            configured.iter().map(|s| s.expose_secret().as_bytes().to_vec()).collect();
         if secrets.is_empty() {
-            let generated = format!("{:032x}", rand::random::<u128>());
-            tracing::warn!(
-                quote_signing_key = %generated,
-                "QUOTE_SIGNING_KEY is not set: generated this one (set one shared key for every api process)"
-            );
-            secrets.push(generated);
+            secrets.push(crate::config::generate_secret().expose_secret().as_bytes().to_vec());
         }
-        let keys = secrets.into_iter().map(|s| (key_id(s.as_bytes()), s.into_bytes())).collect();
+        let keys = secrets.into_iter().map(|s| (key_id(&s), s)).collect();
         Self { keys }
     }
 
@@ -161,6 +159,10 @@ fn key_id(secret: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    fn keys(names: &[&str]) -> Vec<SecretString> {
+        names.iter().map(|n| SecretString::from(n.to_string())).collect()
+    }
+
     fn claims() -> QuoteClaims {
         QuoteClaims {
             product_id: 7,
@@ -179,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_signed_token_verifies_and_carries_its_claims() {
-        let signer = QuoteSigner::from_keys(&["k1".into()]);
+        let signer = QuoteSigner::from_keys(&keys(&["k1"]));
         let token = signer.sign(&claims());
         assert!(token.len() < 400, "{} characters", token.len());
         assert_eq!(signer.verify(&token), Some(claims()));
@@ -187,7 +189,7 @@ mod tests {
 
     #[test]
     fn an_altered_or_foreign_token_is_refused() {
-        let signer = QuoteSigner::from_keys(&["k1".into()]);
+        let signer = QuoteSigner::from_keys(&keys(&["k1"]));
         let token = signer.sign(&claims());
         let mut cheaper = claims();
         cheaper.base_price = Decimal::new(1, 2);
@@ -195,7 +197,7 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let altered = format!("{}.{}.{forged_body}.{}", parts[0], parts[1], parts[3]);
         assert_eq!(signer.verify(&altered), None, "changed claims, old MAC");
-        let other = QuoteSigner::from_keys(&["k2".into()]);
+        let other = QuoteSigner::from_keys(&keys(&["k2"]));
         assert_eq!(other.verify(&token), None, "signed with a key this service does not have");
         for garbage in ["", "q1", "q1.x.y.z", "q2.a.b.c", &format!("{token}.extra"), &"a".repeat(5000)] {
             assert_eq!(signer.verify(garbage), None, "{garbage:.40}");
@@ -204,9 +206,9 @@ mod tests {
 
     #[test]
     fn a_rotated_key_still_verifies_what_it_signed() {
-        let old = QuoteSigner::from_keys(&["old".into()]);
+        let old = QuoteSigner::from_keys(&keys(&["old"]));
         let token = old.sign(&claims());
-        let rotated = QuoteSigner::from_keys(&["new".into(), "old".into()]);
+        let rotated = QuoteSigner::from_keys(&keys(&["new", "old"]));
         assert_eq!(rotated.verify(&token), Some(claims()));
         assert_ne!(rotated.sign(&claims()).split('.').nth(1), token.split('.').nth(1), "the new key signs");
     }

@@ -29,6 +29,12 @@ pub struct PriceDetail {
     pub source: PriceSource,
     pub user_location: String,
     pub is_prime_member: bool,
+    /// The shopper the quote is bound to (their token's `sub`); `null` for a guest's quote, which only
+    /// a guest's order can use.
+    pub user_id: Option<String>,
+    /// Which of the shopper's inputs came from their verified token (`user_id`, `is_prime_member`,
+    /// `user_location`); the others came from the request or the defaults.
+    pub from_token: Vec<String>,
     pub breakdown: Vec<Adjustment>,
     pub quote_id: String,
     pub valid_until: DateTime<Utc>,
@@ -70,6 +76,8 @@ impl PricingService {
             source,
             user_location: shopper.location.clone(),
             is_prime_member: shopper.is_member,
+            user_id: user_id.map(str::to_string),
+            from_token: Vec::new(),
             breakdown: price.breakdown,
             quote_id: self.signer().sign(&claims),
             // What the token says (whole seconds), so the answer and the token agree.
@@ -98,6 +106,6 @@ impl PricingService {
 
     /// The signing keys, set up on first use (a process that never quotes never generates one).
     fn signer(&self) -> &QuoteSigner {
-        self.quote_signer.get_or_init(|| QuoteSigner::from_keys(&self.settings.quote_signing_keys))
+        self.quote_signer.get_or_init(|| QuoteSigner::from_keys(&self.settings.secrets.quote_signing_keys))
     }
 }

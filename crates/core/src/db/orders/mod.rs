@@ -10,17 +10,26 @@ pub use sale::*;
 
 use crate::{
     domain::{Order, OrderItem, OrderStats, OrderStatus, Page},
+    orders::OrderAccess,
     Error, Result,
 };
 use sqlx::PgPool;
 
-#[tracing::instrument(skip(pool))]
-pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
-    let order =
-        sqlx::query_as::<_, Order>(concat!("SELECT ", order_columns!(), " FROM orders WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+/// The order, if it exists and `access` reaches it (`None` otherwise: not yours reads as not there).
+#[tracing::instrument(skip(pool, access))]
+pub async fn find(pool: &PgPool, id: i64, access: &OrderAccess) -> Result<Option<Order>> {
+    let order = sqlx::query_as::<_, Order>(concat!(
+        "SELECT ",
+        order_columns!(),
+        " FROM orders WHERE id = $1 AND ",
+        order_access!()
+    ))
+    .bind(id)
+    .bind(access.admin)
+    .bind(access.owner.as_deref())
+    .bind(access.token_hash.as_deref())
+    .fetch_optional(pool)
+    .await?;
     let Some(mut order) = order else {
         return Ok(None);
     };
@@ -33,23 +42,57 @@ pub async fn find(pool: &PgPool, id: i64) -> Result<Option<Order>> {
     Ok(Some(order))
 }
 
-pub async fn get(pool: &PgPool, id: i64) -> Result<Order> {
-    find(pool, id).await?.ok_or_else(|| Error::NotFound(format!("Order {id} not found")))
+pub async fn get(pool: &PgPool, id: i64, access: &OrderAccess) -> Result<Order> {
+    find(pool, id, access).await?.ok_or_else(|| not_found(id))
 }
 
-/// One page of orders, newest first, optionally of one status. The total comes from the counters table.
+pub(crate) fn not_found(id: i64) -> Error {
+    Error::NotFound(format!("Order {id} not found"))
+}
+
+/// Adds an order access token (its digest) to a guest's order, keeping the four newest: a replayed guest
+/// order is answered with a fresh token, since only digests are kept.
+pub async fn add_access_token(pool: &PgPool, id: i64, token_hash: &[u8]) -> Result<()> {
+    sqlx::query(
+        "UPDATE orders SET access_token_hashes = (array_prepend($2::bytea, access_token_hashes))[1:4]
+         WHERE id = $1 AND user_id IS NULL",
+    )
+    .bind(id)
+    .bind(token_hash)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// One page of orders, newest first, optionally one shopper's (`owner`) and of one status. The total of
+/// all shoppers' orders comes from the counters table; one shopper's are counted (their index is small).
 #[tracing::instrument(skip(pool))]
 pub async fn list(
     pool: &PgPool,
+    owner: Option<&str>,
     status: Option<OrderStatus>,
     page: i64,
     page_size: i64,
 ) -> Result<Page<Order>> {
-    // Two statements rather than `($1 IS NULL OR status = $1)`, whose generic plan could not use the
-    // (status, id) index.
+    // Separate statements rather than `($1 IS NULL OR status = $1)`, whose generic plan could not use the
+    // (status, id) index; one shopper's orders are found by the (user_id, id) index.
     let offset = (page - 1) * page_size;
-    let mut orders = match status {
-        Some(status) => {
+    let mut orders = match (owner, status) {
+        (Some(owner), status) => {
+            sqlx::query_as::<_, Order>(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)
+                  ORDER BY id DESC LIMIT $3 OFFSET $4"
+            ))
+            .bind(owner)
+            .bind(status.map(|s| s.as_str()))
+            .bind(page_size)
+            .bind(offset)
+            .fetch_all(pool)
+            .await?
+        }
+        (None, Some(status)) => {
             sqlx::query_as::<_, Order>(concat!(
                 "SELECT ",
                 order_columns!(),
@@ -61,7 +104,7 @@ pub async fn list(
             .fetch_all(pool)
             .await?
         }
-        None => {
+        (None, None) => {
             sqlx::query_as::<_, Order>(concat!(
                 "SELECT ",
                 order_columns!(),
@@ -92,10 +135,18 @@ pub async fn list(
             order.items.push(row.item);
         }
     }
-    let stats = stats(pool).await?;
-    let total = match status {
-        Some(s) => stats.count(s),
-        None => stats.counts.iter().map(|(_, n)| n).sum(),
+    let total = match (owner, status) {
+        (Some(owner), status) => {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE user_id = $1 AND ($2::text IS NULL OR status = $2)",
+            )
+            .bind(owner)
+            .bind(status.map(|s| s.as_str()))
+            .fetch_one(pool)
+            .await?
+        }
+        (None, Some(s)) => stats(pool).await?.count(s),
+        (None, None) => stats(pool).await?.counts.iter().map(|(_, n)| n).sum(),
     };
     Ok(Page::new(orders, total, page, page_size))
 }

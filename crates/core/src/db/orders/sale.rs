@@ -10,7 +10,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::get;
 use crate::{
     db::products::ProductWithMarket,
-    domain::{Order, OrderItem, Product},
+    domain::{Buyer, Order, OrderItem, Product},
+    orders::OrderAccess,
     Error, Result,
 };
 
@@ -54,7 +55,7 @@ pub async fn lock_for_sale(
 #[tracing::instrument(skip(tx, items), fields(items = items.len()))]
 pub async fn record_sale(
     tx: &mut Transaction<'_, Postgres>,
-    user_id: Option<&str>,
+    owner: &OrderOwner,
     total: Decimal,
     items: &[OrderItem],
 ) -> Result<Sale> {
@@ -71,7 +72,9 @@ pub async fn record_sale(
         locked_product_columns!(),
         "),
          placed AS (
-             INSERT INTO orders (user_id, total_price) VALUES ($3, $4) RETURNING id, created_at),
+             INSERT INTO orders (user_id, guest_label, access_token_hashes, total_price)
+             VALUES ($3, $7, CASE WHEN $8::bytea IS NULL THEN NULL ELSE ARRAY[$8::bytea] END, $4)
+             RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
              SELECT placed.id, v.id, v.quantity, v.unit_price, v.source
@@ -81,10 +84,12 @@ pub async fn record_sale(
     ))
     .bind(&product_ids)
     .bind(&quantities)
-    .bind(user_id)
+    .bind(owner.buyer.user_id())
     .bind(total)
     .bind(&prices)
     .bind(&sources)
+    .bind(owner.buyer.guest_label())
+    .bind(owner.access_token_hash.as_deref())
     .fetch_all(&mut **tx)
     .await?;
     let (order_id, created_at) = sold
@@ -94,9 +99,16 @@ pub async fn record_sale(
     Ok(Sale { order_id, created_at, products: sold.into_iter().map(|s| s.product).collect() })
 }
 
+/// Whose an order is: the buyer, and for a guest the digest of their order access token.
+#[derive(Debug, Clone)]
+pub struct OrderOwner {
+    pub buyer: Buyer,
+    pub access_token_hash: Option<Vec<u8>>,
+}
+
 /// One order of a group commit: its one line and its total.
 pub struct BatchOrder {
-    pub user_id: Option<String>,
+    pub owner: OrderOwner,
     pub total: Decimal,
     pub item: OrderItem,
 }
@@ -116,15 +128,19 @@ pub async fn record_batch_sale(
     orders: &[BatchOrder],
 ) -> Result<BatchSale> {
     let products: Vec<i64> = orders.iter().map(|o| o.item.product_id).collect();
-    let users: Vec<Option<&str>> = orders.iter().map(|o| o.user_id.as_deref()).collect();
+    let users: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.user_id()).collect();
+    let labels: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.guest_label()).collect();
+    let hashes: Vec<Option<&[u8]>> = orders.iter().map(|o| o.owner.access_token_hash.as_deref()).collect();
     let totals: Vec<Decimal> = orders.iter().map(|o| o.total).collect();
     let quantities: Vec<i32> = orders.iter().map(|o| o.item.quantity).collect();
     let prices: Vec<Decimal> = orders.iter().map(|o| o.item.unit_price).collect();
     let sources: Vec<&str> = orders.iter().map(|o| o.item.price_source.as_str()).collect();
     let placed: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH input AS (
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[])
-                 WITH ORDINALITY AS t(product_id, user_id, total, quantity, unit_price, source, ord)),
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[],
+                                  $7::text[], $8::bytea[])
+                 WITH ORDINALITY AS t(product_id, user_id, total, quantity, unit_price, source, guest_label,
+                                      token_hash, ord)),
          numbered AS MATERIALIZED (
              SELECT input.*, nextval(pg_get_serial_sequence('orders', 'id')) AS id FROM input ORDER BY ord),
          sold AS (
@@ -132,8 +148,10 @@ pub async fn record_batch_sale(
              FROM (SELECT product_id, sum(quantity) AS quantity FROM input GROUP BY product_id) s
              WHERE products.id = s.product_id),
          placed AS (
-             INSERT INTO orders (id, user_id, total_price) OVERRIDING SYSTEM VALUE
-             SELECT id, user_id, total FROM numbered ORDER BY ord RETURNING id, created_at),
+             INSERT INTO orders (id, user_id, guest_label, access_token_hashes, total_price) OVERRIDING SYSTEM VALUE
+             SELECT id, user_id, guest_label, CASE WHEN token_hash IS NULL THEN NULL ELSE ARRAY[token_hash] END,
+                    total
+             FROM numbered ORDER BY ord RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
              SELECT id, product_id, quantity, unit_price, source FROM numbered)
@@ -145,6 +163,8 @@ pub async fn record_batch_sale(
     .bind(&quantities)
     .bind(&prices)
     .bind(&sources)
+    .bind(&labels)
+    .bind(&hashes)
     .fetch_all(&mut **tx)
     .await?;
     // The statement's own snapshot does not show its UPDATE; this one does.
@@ -159,9 +179,11 @@ pub async fn record_batch_sale(
     Ok(BatchSale { orders: placed, products })
 }
 
-/// Cancels a pending order and puts its stock back, in one transaction.
-#[tracing::instrument(skip(pool))]
-pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
+/// Cancels a pending order that `access` reaches and puts its stock back, in one transaction.
+#[tracing::instrument(skip(pool, access))]
+pub async fn cancel(pool: &PgPool, id: i64, access: &OrderAccess) -> Result<(Order, Vec<Product>)> {
+    // Not reachable reads as not there, before any lock is taken.
+    get(pool, id, access).await?;
     let mut tx = pool.begin().await?;
     lock_products_of(&mut tx, id).await?;
     let cancelled: Option<i64> = sqlx::query_scalar(
@@ -176,7 +198,7 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
             .fetch_optional(&mut *tx)
             .await?;
         return Err(match status {
-            None => Error::NotFound(format!("Order {id} not found")),
+            None => super::not_found(id),
             Some(status) => {
                 Error::Conflict(format!("Order {id} is {status}; only pending orders can be cancelled"))
             }
@@ -184,7 +206,7 @@ pub async fn cancel(pool: &PgPool, id: i64) -> Result<(Order, Vec<Product>)> {
     }
     let products = restore_stock(&mut tx, id).await?;
     tx.commit().await?;
-    Ok((get(pool, id).await?, products))
+    Ok((get(pool, id, access).await?, products))
 }
 
 /// Locks an order's products in ascending id order, as a purchase does, before the order row and the

@@ -1,5 +1,10 @@
 //! One settings struct, read from environment variables. Every variable and its default is listed in
 //! `.env.example` and the README; the defaults work on a developer machine with local PostgreSQL and Redis.
+//! The api's secrets (and how they may come from files) are in `secrets.rs`.
+
+mod secrets;
+
+pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
 use std::{env, net::SocketAddr, str::FromStr, time::Duration};
 
@@ -19,8 +24,10 @@ pub struct Settings {
     pub worker_addr: SocketAddr,
     /// Lifetime of a cached product (`GET /products/{id}/cached`).
     pub cache_ttl: Duration,
-    /// Bearer token for catalogue writes; `None` means the api generates one at start and logs it.
-    pub admin_token: Option<String>,
+    /// `APP_ENV`: `development` lets the api generate missing secrets; anything else requires them.
+    pub app_env: AppEnv,
+    /// The admin token, quote signing keys and shoppers' token keys (`secrets.rs`).
+    pub secrets: Secrets,
     /// Orders processed at once by one worker process.
     pub worker_concurrency: usize,
     /// The simulated fulfilment step of each order.
@@ -41,9 +48,6 @@ pub struct Settings {
     pub idempotency_ttl: Duration,
     /// How long a price quote can be honoured by an order.
     pub quote_ttl: Duration,
-    /// Keys that sign quote tokens: the first signs, every one verifies (rotation). Empty: the api generates
-    /// one and logs it (its quotes then verify only in that process).
-    pub quote_signing_keys: Vec<String>,
     /// ISO currency code shown on quotes.
     pub currency: String,
     /// `CODE=MULTIPLIER,...`: the location part of a price; unlisted locations pay 1.0.
@@ -133,7 +137,9 @@ pub const ENV_VARS: &[&str] = &[
     "API_ADDR",
     "WORKER_ADDR",
     "CACHE_TTL",
+    "APP_ENV",
     "ADMIN_TOKEN",
+    "ADMIN_TOKEN_FILE",
     "WORKER_CONCURRENCY",
     "ORDER_PROCESSING_DELAY_MS",
     "ORDER_FAILURE_RATE",
@@ -144,6 +150,13 @@ pub const ENV_VARS: &[&str] = &[
     "PRICE_CACHE_TTL",
     "QUOTE_TTL",
     "QUOTE_SIGNING_KEY",
+    "QUOTE_SIGNING_KEY_FILE",
+    "JWT_HS256_SECRET",
+    "JWT_HS256_SECRET_FILE",
+    "JWT_PUBLIC_KEYS_FILE",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "JWT_LEEWAY_SECS",
     "IDEMPOTENCY_TTL",
     "CURRENCY",
     "LOCATION_MULTIPLIERS",
@@ -196,7 +209,8 @@ impl Settings {
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
             cache_ttl: Duration::from_secs(parse("CACHE_TTL", 300)?),
-            admin_token: env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            app_env: AppEnv::from_env()?,
+            secrets: Secrets::from_env()?,
             worker_concurrency: parse("WORKER_CONCURRENCY", 1024)?,
             order_processing_delay: Duration::from_millis(parse("ORDER_PROCESSING_DELAY_MS", 100)?),
             order_failure_rate: parse("ORDER_FAILURE_RATE", 0.0)?,
@@ -206,7 +220,6 @@ impl Settings {
             queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
             price_cache_ttl: Duration::from_secs(parse("PRICE_CACHE_TTL", 60)?),
             quote_ttl: Duration::from_secs(parse("QUOTE_TTL", 300)?),
-            quote_signing_keys: list("QUOTE_SIGNING_KEY"),
             idempotency_ttl: Duration::from_secs(parse("IDEMPOTENCY_TTL", 86_400)?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
@@ -278,11 +291,14 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_documented_and_passed_by_compose() {
-        let source = repo_file("crates/core/src/config.rs");
+        let source =
+            repo_file("crates/core/src/config/mod.rs") + &repo_file("crates/core/src/config/secrets.rs");
         let example = repo_file(".env.example");
         let compose = repo_file("docker-compose.yml");
         for var in ENV_VARS {
-            assert!(source.matches(&format!("\"{var}\"")).count() >= 2, "{var} listed but not read");
+            // `NAME_FILE` is read beside `NAME` (`secrets::secret_var`).
+            let read_as = var.strip_suffix("_FILE").filter(|base| ENV_VARS.contains(base)).unwrap_or(var);
+            assert!(source.matches(&format!("\"{read_as}\"")).count() >= 2, "{var} listed but not read");
             assert!(example.contains(&format!("\n{var}=")), ".env.example lacks {var}");
             assert!(compose.contains(&format!("{var}:")), "docker-compose.yml lacks {var}");
         }
