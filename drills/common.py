@@ -25,6 +25,10 @@ SETTINGS = {
     "ADMIN_TOKEN": ADMIN_TOKEN,
     "QUOTE_SIGNING_KEY": "drill-quote-signing-key-0123456789abcdef",
     "JWT_HS256_SECRET": "drill-jwt-hs256-secret-0123456789abcdef",
+    # Every drill client shares one address: rate limits off (their own test is in the api's suite).
+    "RATE_LIMIT_READS_PER_SEC": "0",
+    "RATE_LIMIT_ORDERS_PER_SEC": "0",
+    "RATE_LIMIT_ADMIN_PER_SEC": "0",
     "DATABASE_MAX_CONNECTIONS": "10",
     "ORDER_PROCESSING_DELAY_MS": "50",
     "ORDER_STALE_AFTER_SECS": "3",

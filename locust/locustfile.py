@@ -240,7 +240,7 @@ class Shopper(FastHttpUser):
 
     def _view(self, pid: int, sku: str, cached: bool):
         url, name = (f"/api/v1/products/{pid}/cached", PRODUCT_CACHED) if cached else (f"/api/v1/products/{pid}", PRODUCT)
-        with self.client.get(url, name=name, catch_response=True) as resp:
+        with self.client.get(url, headers=self.auth, name=name, catch_response=True) as resp:
             if resp.status_code != 200:
                 resp.failure(f"{resp.status_code}: {resp.text[:200]}")
                 return None

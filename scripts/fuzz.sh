@@ -20,6 +20,8 @@ export API_ADDR="127.0.0.1:$PORT"
 export ADMIN_TOKEN=fuzz-admin-token-0123456789abcdef0123
 export QUOTE_SIGNING_KEY=fuzz-quote-signing-key-0123456789abcd
 export JWT_HS256_SECRET=fuzz-jwt-hs256-secret-0123456789abcdef
+# One address sends every request: rate limits off.
+export RATE_LIMIT_READS_PER_SEC=0 RATE_LIMIT_ORDERS_PER_SEC=0 RATE_LIMIT_ADMIN_PER_SEC=0
 export RUST_LOG="${RUST_LOG:-warn}"
 export PGPASSWORD=postgres
 log() { echo "[fuzz] $*" >&2; }

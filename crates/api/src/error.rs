@@ -30,6 +30,12 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("The request was not answered within {0} ms (REQUEST_TIMEOUT_MS); if it placed an order, retry with the same Idempotency-Key")]
     Timeout(u128),
+    /// Over the client's rate limit (429, with `Retry-After`).
+    #[error("{0}")]
+    RateLimited(String),
+    /// Too many requests in flight in this process (503, with `Retry-After`).
+    #[error("{0}")]
+    Overloaded(String),
     #[error(transparent)]
     Core(#[from] pricing_core::Error),
 }
@@ -56,6 +62,10 @@ pub struct ErrorBody {
     pub current_total: Option<Decimal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_items: Option<Vec<OrderItem>>,
+    /// `true` when whether an order was placed cannot be known yet: retry with the same `Idempotency-Key`,
+    /// which replays the real outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_with_same_idempotency_key: Option<bool>,
 }
 
 impl ApiError {
@@ -73,10 +83,17 @@ impl ApiError {
             ApiError::Unauthorized | ApiError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_)
-            | ApiError::Core(Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_)) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::Core(
+                Core::Database(_)
+                | Core::Redis(_)
+                | Core::Queue(_)
+                | Core::Unavailable(_)
+                | Core::NotSold(_)
+                | Core::OutcomeUnknown(_),
+            ) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -117,10 +134,17 @@ impl ApiError {
                     };
                     ErrorBody { detail: detail.into(), ..Default::default() }
                 }
-                Core::NotFound(_) | Core::Validation(_) | Core::Conflict(_) => {
+                Core::NotFound(_) | Core::Validation(_) | Core::Conflict(_) | Core::NotSold(_) => {
                     ErrorBody { detail, ..Default::default() }
                 }
+                Core::OutcomeUnknown(_) => {
+                    tracing::error!(error = %core, "an order's outcome is unknown");
+                    ErrorBody { detail, retry_with_same_idempotency_key: Some(true), ..Default::default() }
+                }
             },
+            ApiError::Timeout(_) => {
+                ErrorBody { detail, retry_with_same_idempotency_key: Some(true), ..Default::default() }
+            }
             _ => ErrorBody { detail, ..Default::default() },
         }
     }

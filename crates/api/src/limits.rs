@@ -29,9 +29,26 @@ pub fn apply<S: Clone + Send + Sync + 'static>(router: Router<S>, settings: &Set
     }
 }
 
-/// Answers 503 when the handler takes longer than `timeout`. Work a handler spawned on its own (an order's
-/// transaction) is not cut off: the client is told to retry with its `Idempotency-Key`.
-async fn within(timeout: Duration, req: Request, next: Next) -> Response {
+/// When the client stops waiting for this request (`REQUEST_TIMEOUT_MS` after it arrived). A sale takes
+/// its own deadline from it ([`RequestDeadline::for_sale`]), so it has answered before this fires.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestDeadline(pub tokio::time::Instant);
+
+impl RequestDeadline {
+    /// The moment a sale must have committed by: early enough that the commit's answer (and the post-sale
+    /// steps' bounded wait) reach the client before the request timeout does: a fifth of the timeout
+    /// before it, between 50 ms and 1 s.
+    pub fn for_sale(self, timeout: Duration) -> tokio::time::Instant {
+        let margin = (timeout / 5).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        self.0 - margin
+    }
+}
+
+/// Answers 503 when the handler takes longer than `timeout`. A sale is bounded by an earlier deadline
+/// (`RequestDeadline::for_sale`), so an order is never committed after this answer; if one ever could be,
+/// the answer says to retry with the same `Idempotency-Key`.
+async fn within(timeout: Duration, mut req: Request, next: Next) -> Response {
+    req.extensions_mut().insert(RequestDeadline(tokio::time::Instant::now() + timeout));
     match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(response) => response,
         Err(_) => ApiError::Timeout(timeout.as_millis()).into_response(),

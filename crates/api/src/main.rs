@@ -86,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
             Application::build(settings).await?.run_until_stopped(shutdown).await
         }
         Command::Seed { products, stock } => {
+            // A bulk insert of millions of rows may take longer than any request's statement.
+            let settings = Settings { database_statement_timeout: std::time::Duration::ZERO, ..settings };
             let pool = db::connect(&settings, db::Commits::Durable).await?;
             db::migrate(&pool).await?;
             let created = db::products::seed(&pool, products, stock).await?;

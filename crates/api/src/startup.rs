@@ -1,8 +1,7 @@
 //! Building the api from settings: connections, migrations, the router, and serving until shutdown.
 
-use std::{future::IntoFuture, sync::Arc};
+use std::sync::Arc;
 
-use axum::{extract::Request, ServiceExt};
 use pricing_core::{
     cache::{Cache, ProductChange},
     events::EventStream,
@@ -17,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tower::util::MapRequestLayer;
 use tower::Layer;
 
-use crate::auth::{Identity, TokenVerifier};
+use crate::{
+    admission::Admission,
+    auth::{Identity, TokenVerifier},
+};
 
 /// What every handler can reach. Handlers take it by value (axum clones the state for every request), so
 /// it is one `Arc`: cloning the fields themselves (the queues carry their configuration's strings) cost
@@ -43,6 +45,8 @@ pub struct Context {
     pub orders: Arc<OrderService>,
     /// The admin token and the shoppers' token keys (`auth`).
     pub identity: Identity,
+    /// Load shedding and rate limits (`admission`).
+    pub admission: Admission,
 }
 
 impl Context {
@@ -72,6 +76,7 @@ impl Application {
         let Backends { db, cache, orders: order_queue, tasks: task_queue } =
             Backends::connect(&settings, 4, pricing_core::db::Commits::Durable).await?;
         let listener = TcpListener::bind(settings.api_addr).await?;
+        let settings_edge = settings.edge.clone();
         let settings = Arc::new(settings);
         let pricing = PricingService::new(db.clone(), cache.clone(), settings.clone())?;
         let orders = OrderService::new(
@@ -92,6 +97,7 @@ impl Application {
             pricing,
             orders,
             identity,
+            admission: Admission::new(&settings_edge),
         }));
         Ok(Self { listener, context })
     }
@@ -109,16 +115,22 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
         let grace = self.context.settings.shutdown_timeout;
+        let edge = self.context.settings.edge.clone();
+        let forget = {
+            let (context, shutdown) = (self.context.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(60));
+                while shutdown.run_until_cancelled(every.tick()).await.is_some() {
+                    context.admission.forget_idle_clients();
+                }
+            })
+        };
         // Trailing slashes are trimmed before routing, so `/api/v1/products/` is `/api/v1/products`.
         let app = MapRequestLayer::new(crate::routes::trim_trailing_slash)
             .layer(crate::routes::router(self.context));
-        let server = axum::serve(self.listener, ServiceExt::<Request>::into_make_service(app))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        if let Some(served) =
-            pricing_core::shutdown::within_grace(&shutdown, grace, server.into_future()).await
-        {
-            served?;
-        }
+        let server = crate::server::serve(self.listener, app, &edge, shutdown.clone());
+        pricing_core::shutdown::within_grace(&shutdown, grace, server).await;
+        forget.abort();
         tracing::info!("pricing-api stopped");
         Ok(())
     }

@@ -23,13 +23,21 @@ type Flush<I, O> = dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Result<Vec<O>>>
 pub struct Coalescer<I, O> {
     name: &'static str,
     max: usize,
+    /// Items that may wait at once; beyond, `submit` fails at once (unbounded when `None`).
+    max_waiting: Option<usize>,
     state: Arc<Mutex<State<I, O>>>,
     flush: Arc<Flush<I, O>>,
 }
 
 impl<I, O> Clone for Coalescer<I, O> {
     fn clone(&self) -> Self {
-        Self { name: self.name, max: self.max, state: self.state.clone(), flush: self.flush.clone() }
+        Self {
+            name: self.name,
+            max: self.max,
+            max_waiting: self.max_waiting,
+            state: self.state.clone(),
+            flush: self.flush.clone(),
+        }
     }
 }
 
@@ -48,16 +56,30 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
         Self {
             name,
             max: max.max(1),
+            max_waiting: None,
             state: Arc::new(Mutex::new(State { waiting: Vec::new(), running: false })),
             flush: Arc::new(move |items| Box::pin(flush(items))),
         }
     }
 
-    /// Adds `item` to the next flush and waits for that flush's answer to it.
+    /// Bounds the queue: with `max` items waiting, `submit` refuses at once instead of queueing.
+    pub fn with_max_waiting(mut self, max: usize) -> Self {
+        self.max_waiting = Some(max.max(1));
+        self
+    }
+
+    /// Adds `item` to the next flush and waits for that flush's answer to it. A caller that stops waiting
+    /// (its future dropped) takes its item out: a flush never carries an item nobody waits for.
     pub async fn submit(&self, item: I) -> Result<O> {
         let (reply, answer) = oneshot::channel();
         let start_runner = {
             let mut state = self.state.lock().expect("coalescer lock");
+            if self.max_waiting.is_some_and(|max| state.waiting.len() >= max) {
+                return Err(Error::Unavailable(format!(
+                    "the {} queue is full; try again shortly",
+                    self.name
+                )));
+            }
             state.waiting.push((item, reply));
             !std::mem::replace(&mut state.running, true)
         };
@@ -78,6 +100,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             tokio::task::yield_now().await;
             let batch: Vec<_> = {
                 let mut state = self.state.lock().expect("coalescer lock");
+                state.waiting.retain(|(_, reply)| !reply.is_closed());
                 let take = state.waiting.len().min(self.max);
                 if take == 0 {
                     state.running = false;

@@ -31,4 +31,12 @@ pub enum Error {
     Queue(String),
     #[error("{0}")]
     Unavailable(String),
+    /// An order refused before anything was sold (its time ran out, its rows stayed locked, every sale
+    /// connection was busy): safe to show, and safe to retry.
+    #[error("{0}")]
+    NotSold(String),
+    /// A sale whose commit was sent but whose outcome is not known (the connection broke during COMMIT):
+    /// the client must retry with the same `Idempotency-Key`, which replays the real result.
+    #[error("{0}")]
+    OutcomeUnknown(String),
 }

@@ -11,6 +11,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub mod names {
     pub const HTTP_REQUESTS: &str = "http_requests_total";
     pub const HTTP_DURATION: &str = "http_request_duration_seconds";
+    pub const HTTP_CONNECTIONS_OPEN: &str = "http_connections_open";
+    pub const HTTP_CONNECTIONS_REFUSED: &str = "http_connections_refused_total";
+    pub const HTTP_RATE_LIMITED: &str = "http_requests_rate_limited_total";
+    pub const HTTP_SHED: &str = "http_requests_shed_total";
     pub const PRICE_CACHE_REQUESTS: &str = "price_cache_requests_total";
     pub const PRICE_COMPUTATIONS: &str = "price_computations_total";
     pub const JOBS: &str = "jobs_total";
@@ -91,6 +95,16 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency by method, route and status."
     );
+    describe_gauge!(names::HTTP_CONNECTIONS_OPEN, "Open HTTP connections of this api process.");
+    describe_counter!(
+        names::HTTP_CONNECTIONS_REFUSED,
+        "Connections closed at once because HTTP_MAX_CONNECTIONS were open."
+    );
+    describe_counter!(
+        names::HTTP_RATE_LIMITED,
+        "Requests answered 429: over their client's rate limit, by class."
+    );
+    describe_counter!(names::HTTP_SHED, "Requests answered 503 at once: HTTP_MAX_IN_FLIGHT were in flight.");
     describe_counter!(names::PRICE_CACHE_REQUESTS, "Pricing-state cache reads by result (hit, miss, error).");
     describe_counter!(names::PRICE_COMPUTATIONS, "Pricing states computed on a cache miss.");
     describe_counter!(

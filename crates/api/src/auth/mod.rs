@@ -106,8 +106,20 @@ pub struct PricingInputs<'a> {
 impl FromRequestParts<ApiContext> for Caller {
     type Rejection = ApiError;
 
+    /// The caller `admission` resolved for this request, or resolved now.
     async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
-        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+        match parts.extensions.get::<Caller>() {
+            Some(caller) => Ok(caller.clone()),
+            None => Caller::resolve(&parts.headers, ctx),
+        }
+    }
+}
+
+impl Caller {
+    /// Who sent these headers: no `Authorization` is a guest; a bearer token must be the admin token or a
+    /// JWT that verifies, or the request is refused (401, saying why).
+    pub fn resolve(headers: &axum::http::HeaderMap, ctx: &ApiContext) -> Result<Self, ApiError> {
+        let Some(header) = headers.get(axum::http::header::AUTHORIZATION) else {
             return Ok(Caller::Guest);
         };
         let token = header

@@ -47,6 +47,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     crate::limits::apply(routes, &settings)
+        .layer(axum::middleware::from_fn_with_state(ctx.clone(), crate::admission::admit))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(
             TraceLayer::new_for_http()

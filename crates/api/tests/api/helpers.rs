@@ -68,6 +68,9 @@ pub fn test_settings() -> Settings {
     s.listener_block = Duration::from_millis(200);
     s.listener_claim_idle = Duration::from_millis(1_000);
     s.listener_resend_after = Duration::from_millis(1_000);
+    // One address sends every test's requests: rate limits are off unless a test turns one on.
+    let off = pricing_core::config::RateLimit { per_second: 0, burst: 0 };
+    (s.edge.reads, s.edge.orders, s.edge.admin) = (off, off, off);
     s.log_filter = std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into());
     s
 }

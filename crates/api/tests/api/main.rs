@@ -2,6 +2,7 @@
 //! port, against the real PostgreSQL and Redis, with its own database and its own Redis key prefix.
 
 mod access;
+mod edge;
 mod flash_sale;
 mod health;
 mod helpers;
@@ -11,6 +12,7 @@ mod market_events;
 mod observability;
 mod openapi;
 mod orders;
+mod overload;
 mod pricing;
 mod processing;
 mod products;

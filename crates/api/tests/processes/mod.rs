@@ -74,6 +74,10 @@ impl Stack {
             ("LISTENER_BLOCK_MS", "200".into()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
             ("RUST_LOG", "info,sqlx=warn".into()),
+            // One address sends every request of a test: no rate limits.
+            ("RATE_LIMIT_READS_PER_SEC", "0".into()),
+            ("RATE_LIMIT_ORDERS_PER_SEC", "0".into()),
+            ("RATE_LIMIT_ADMIN_PER_SEC", "0".into()),
             ("LOG_FORMAT", "json".into()),
         ]
         .into_iter()

@@ -2,8 +2,10 @@
 //! `.env.example` and the README; the defaults work on a developer machine with local PostgreSQL and Redis.
 //! The api's secrets (and how they may come from files) are in `secrets.rs`.
 
+mod edge;
 mod secrets;
 
+pub use edge::{Edge, RateLimit};
 pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
 use std::{env, net::SocketAddr, str::FromStr, time::Duration};
@@ -16,6 +18,14 @@ pub struct Settings {
     pub database_url: String,
     /// Connections in each process's PostgreSQL pool.
     pub database_max_connections: u32,
+    /// Every statement's time limit (`statement_timeout`), so nothing holds a connection without bound;
+    /// zero turns it off (the `seed` command does, for its bulk insert).
+    pub database_statement_timeout: Duration,
+    /// How long a sale waits for its products' row locks (`lock_timeout`) before it gives up, selling nothing.
+    pub database_lock_timeout: Duration,
+    /// Connections the sales (and cancellations) may hold at once, of `DATABASE_MAX_CONNECTIONS`: the rest
+    /// stay for reads, quotes and health checks while hot rows are locked.
+    pub database_sale_connections: u32,
     pub redis_url: String,
     /// Every Redis key this service writes starts with this prefix (tests use one per test).
     pub redis_key_prefix: String,
@@ -84,6 +94,8 @@ pub struct Settings {
     pub listener_resend_after: Duration,
     /// Limits on what one request may ask (422 or 413 beyond them); see [`Limits`].
     pub limits: Limits,
+    /// Connection timeouts and caps, load shedding and rate limits (`edge.rs`).
+    pub edge: Edge,
     /// Browser origins allowed to call the api (CORS); empty: no CORS headers, browsers on other origins are refused.
     pub cors_origins: Vec<String>,
     /// After SIGTERM, how long a process finishes the work in hand before it exits anyway.
@@ -132,6 +144,9 @@ impl Limits {
 pub const ENV_VARS: &[&str] = &[
     "DATABASE_URL",
     "DATABASE_MAX_CONNECTIONS",
+    "DATABASE_STATEMENT_TIMEOUT_MS",
+    "DATABASE_LOCK_TIMEOUT_MS",
+    "DATABASE_SALE_CONNECTIONS",
     "REDIS_URL",
     "REDIS_KEY_PREFIX",
     "API_ADDR",
@@ -184,6 +199,17 @@ pub const ENV_VARS: &[&str] = &[
     "MAX_ORDER_QUANTITY",
     "MAX_TEXT_LEN",
     "CORS_ORIGINS",
+    "HTTP_HEADER_READ_TIMEOUT_MS",
+    "HTTP_KEEPALIVE_TIMEOUT_SECS",
+    "HTTP_MAX_CONNECTIONS",
+    "HTTP_MAX_IN_FLIGHT",
+    "RATE_LIMIT_READS_PER_SEC",
+    "RATE_LIMIT_READS_BURST",
+    "RATE_LIMIT_ORDERS_PER_SEC",
+    "RATE_LIMIT_ORDERS_BURST",
+    "RATE_LIMIT_ADMIN_PER_SEC",
+    "RATE_LIMIT_ADMIN_BURST",
+    "TRUSTED_PROXIES",
     "SHUTDOWN_TIMEOUT",
     "RUST_LOG",
     "LOG_FORMAT",
@@ -197,6 +223,11 @@ impl Settings {
     pub fn from_env() -> anyhow::Result<Self> {
         let settings = Self::read_env()?;
         settings.limits.check()?;
+        anyhow::ensure!(
+            (1..=settings.database_max_connections).contains(&settings.database_sale_connections),
+            "DATABASE_SALE_CONNECTIONS must be between 1 and DATABASE_MAX_CONNECTIONS ({})",
+            settings.database_max_connections
+        );
         Ok(settings)
     }
 
@@ -204,6 +235,12 @@ impl Settings {
         Ok(Self {
             database_url: var("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/pricing"),
             database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 20)?,
+            database_statement_timeout: Duration::from_millis(parse("DATABASE_STATEMENT_TIMEOUT_MS", 5_000)?),
+            database_lock_timeout: Duration::from_millis(parse("DATABASE_LOCK_TIMEOUT_MS", 2_000)?),
+            database_sale_connections: parse(
+                "DATABASE_SALE_CONNECTIONS",
+                (parse::<u32>("DATABASE_MAX_CONNECTIONS", 20)? / 2).max(1),
+            )?,
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
@@ -248,6 +285,7 @@ impl Settings {
                 max_quantity: parse("MAX_ORDER_QUANTITY", 10_000)?,
                 max_text_len: parse("MAX_TEXT_LEN", 255)?,
             },
+            edge: Edge::from_env()?,
             cors_origins: list("CORS_ORIGINS")
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_string())
@@ -291,8 +329,9 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_documented_and_passed_by_compose() {
-        let source =
-            repo_file("crates/core/src/config/mod.rs") + &repo_file("crates/core/src/config/secrets.rs");
+        let source = ["mod.rs", "secrets.rs", "edge.rs"]
+            .map(|f| repo_file(&format!("crates/core/src/config/{f}")))
+            .concat();
         let example = repo_file(".env.example");
         let compose = repo_file("docker-compose.yml");
         for var in ENV_VARS {

@@ -39,6 +39,9 @@ pub async fn connect(settings: &Settings, commits: Commits) -> anyhow::Result<Pg
     if commits == Commits::Relaxed {
         options = options.options([("synchronous_commit", "off")]);
     }
+    // Bounded waits: no statement holds a connection longer than this (the sale sets a shorter one).
+    let statement_timeout = settings.database_statement_timeout.as_millis().to_string();
+    options = options.options([("statement_timeout", statement_timeout.as_str())]);
     let pool = PgPoolOptions::new()
         .max_connections(settings.database_max_connections)
         .min_connections(1)
@@ -76,6 +79,17 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
     }
     admin.close().await?;
     Ok(())
+}
+
+/// Whether PostgreSQL gave up waiting: `lock_timeout` (55P03) or `statement_timeout` (57014). The
+/// statement was rolled back; nothing it did stays.
+pub fn is_timeout(err: &crate::Error) -> bool {
+    match err {
+        crate::Error::Database(sqlx::Error::Database(e)) => {
+            matches!(e.code().as_deref(), Some("55P03") | Some("57014"))
+        }
+        _ => false,
+    }
 }
 
 /// Postgres error codes we turn into client errors.

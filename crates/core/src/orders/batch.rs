@@ -23,7 +23,7 @@ use sqlx::PgPool;
 use super::{
     after_sale::AfterSale,
     lines::{self, WantedLine},
-    replayed, OrderRequest, Placed,
+    replayed, OrderRequest, Placed, SaleSlots,
 };
 use crate::{
     coalesce::Coalescer,
@@ -35,6 +35,12 @@ use crate::{
 
 /// The most orders one transaction commits.
 const MAX_BATCH: usize = 256;
+/// The most orders one queue holds; beyond, an order is refused at once (503, nothing sold) rather than
+/// queued without bound.
+const MAX_WAITING: usize = 4 * MAX_BATCH;
+/// An order with less time than this left is not started: it could not commit before its client is told
+/// it failed.
+const MIN_TIME_LEFT: std::time::Duration = std::time::Duration::from_millis(20);
 /// Batches one process commits at once (each product always in the same one): a few, so one batch's
 /// commit (its WAL flush) overlaps the next one's statements.
 /// (`tests/shutdown.rs` relies on four consecutive products landing in four queues.)
@@ -61,8 +67,9 @@ impl Batches {
         pricing: Arc<PricingService>,
         settings: Arc<Settings>,
         after_sale: AfterSale,
+        sale_slots: SaleSlots,
     ) -> Self {
-        let seller = GroupCommit { db, pricing, settings, after_sale };
+        let seller = GroupCommit { db, pricing, settings, after_sale, sale_slots };
         let shards = (0..SHARDS)
             .map(|_| {
                 let seller = seller.clone();
@@ -70,6 +77,7 @@ impl Batches {
                     let seller = seller.clone();
                     async move { Ok(seller.commit(batch).await) }
                 })
+                .with_max_waiting(MAX_WAITING)
             })
             .collect();
         Self { shards }
@@ -90,6 +98,7 @@ struct GroupCommit {
     pricing: Arc<PricingService>,
     settings: Arc<Settings>,
     after_sale: AfterSale,
+    sale_slots: SaleSlots,
 }
 
 impl GroupCommit {
@@ -102,7 +111,15 @@ impl GroupCommit {
         let span = batch.first().map_or_else(tracing::Span::none, |w| w.span.clone());
         async {
             let mut outcomes: Vec<Option<Result<Placed>>> = batch.iter().map(|_| None).collect();
-            let mut pending: Vec<usize> = (0..batch.len()).collect();
+            // An order whose client will be told it failed before it could commit is not started.
+            let now = tokio::time::Instant::now();
+            let (mut pending, late): (Vec<usize>, Vec<usize>) =
+                (0..batch.len()).partition(|&i| batch[i].request.deadline > now + MIN_TIME_LEFT);
+            for i in late {
+                outcomes[i] = Some(Err(crate::Error::NotSold(
+                    "The order waited too long for its turn (REQUEST_TIMEOUT_MS); nothing was sold".into(),
+                )));
+            }
             while !pending.is_empty() {
                 let mut keys = HashSet::new();
                 let (round, later): (Vec<usize>, Vec<usize>) = pending
@@ -128,10 +145,21 @@ impl GroupCommit {
         let demand = self.pricing.recent_orders(&product_ids).await;
         let demand: HashMap<i64, u64> = product_ids.iter().copied().zip(demand).collect();
         let mut decided: Vec<Option<Result<Placed>>> = orders.iter().map(|_| None).collect();
-        if let Err(e) = self.sell_batch(&product_ids, orders, &demand, &mut decided).await {
-            // The transaction failed: no order of the round was sold.
+        let deadline = orders.iter().map(|w| w.request.deadline).min().expect("a round has orders");
+        let sold = match self.sale_slots.take(deadline).await {
+            Ok(_slot) => self.sell_batch(&product_ids, orders, &demand, deadline, &mut decided).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sold.map_err(super::sale_failed) {
+            // The transaction failed: no order of the round was sold (or, for an interrupted COMMIT, no one
+            // knows yet: each is told to retry with its key).
             let detail = e.to_string();
-            return orders.iter().map(|_| Err(crate::Error::Unavailable(detail.clone()))).collect();
+            let each = |e: &crate::Error| match e {
+                crate::Error::OutcomeUnknown(_) => crate::Error::OutcomeUnknown(detail.clone()),
+                crate::Error::NotSold(_) => crate::Error::NotSold(detail.clone()),
+                _ => crate::Error::Unavailable(detail.clone()),
+            };
+            return orders.iter().map(|_| Err(each(&e))).collect();
         }
         decided
             .into_iter()
@@ -148,9 +176,12 @@ impl GroupCommit {
         product_ids: &[i64],
         batch: &[&Waiting],
         demand: &HashMap<i64, u64>,
+        deadline: tokio::time::Instant,
         outcomes: &mut [Option<Result<Placed>>],
     ) -> Result<()> {
         let mut tx = self.db.begin().await?;
+        // Every statement, lock wait included, ends by the earliest deadline among these orders.
+        db::orders::bound_sale(&mut tx, self.settings.database_lock_timeout, deadline).await?;
         let mut claimed = vec![false; batch.len()];
         let mut keyed: Vec<usize> =
             (0..batch.len()).filter(|&i| batch[i].request.idempotency.is_some()).collect();
@@ -197,7 +228,7 @@ impl GroupCommit {
             .collect();
         db::idempotency::release(&mut tx, &refused).await?;
         if accepted.is_empty() {
-            tx.commit().await?;
+            db::orders::commit_sale(tx, deadline).await?;
             return Ok(());
         }
         let rows: Vec<db::orders::BatchOrder> = accepted
@@ -217,7 +248,7 @@ impl GroupCommit {
             }
             placed.push((i, order));
         }
-        tx.commit().await?;
+        db::orders::commit_sale(tx, deadline).await?;
 
         let jobs = placed.iter().map(|(i, order)| (order.id, batch[*i].span.clone())).collect();
         let sold = sale
@@ -228,7 +259,7 @@ impl GroupCommit {
                 (p, orders as u32)
             })
             .collect();
-        self.after_sale.sale_committed(sold, jobs).await;
+        self.after_sale.sale_committed(sold, jobs, deadline).await;
         for (i, order) in placed {
             outcomes[i] = Some(Ok(Placed::new(order)));
         }

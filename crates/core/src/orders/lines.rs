@@ -39,6 +39,9 @@ pub struct OrderRequest {
     pub expected_total: Option<Decimal>,
     /// The client's `Idempotency-Key`, if it sent one: a retry with it replays the first order.
     pub idempotency: Option<IdempotencyKey>,
+    /// When the client stops waiting: a sale not committed by then is not committed at all (it is dropped
+    /// from its queue, or its transaction rolled back), so an answered client was never sold anything.
+    pub deadline: tokio::time::Instant,
 }
 
 /// An `Idempotency-Key` and the canonical hash of the request it came with.
@@ -111,6 +114,15 @@ impl OrderService {
                     wanted.insert(product_id, next);
                 }
             }
+        }
+        // The cap holds per product, after lines naming it are merged (three lines of 10,000 are 30,000).
+        let max = self.settings.limits.max_quantity;
+        if let Some(line) = wanted.values().find(|l| l.quantity > max) {
+            return Err(Error::Validation(format!(
+                "quantity must be between 1 and {max} per product, lines naming the same product added \
+                 up (product {}: {})",
+                line.product_id, line.quantity
+            )));
         }
         Ok(wanted.into_values().collect())
     }

@@ -36,6 +36,8 @@ pub struct OrderService {
     after_sale: after_sale::AfterSale,
     /// Single-product orders waiting for their product's next group commit (`batch.rs`).
     batches: batch::Batches,
+    /// The connections sales may hold at once (`DATABASE_SALE_CONNECTIONS`).
+    sale_slots: SaleSlots,
 }
 
 impl OrderService {
@@ -47,14 +49,23 @@ impl OrderService {
         settings: Arc<Settings>,
     ) -> Arc<Self> {
         let after_sale = after_sale::AfterSale::new(cache.clone(), queue, settings.clone());
-        let batches = batch::Batches::new(db.clone(), pricing.clone(), settings.clone(), after_sale.clone());
-        Arc::new(Self { db, cache, pricing, settings, after_sale, batches })
+        let sale_slots = SaleSlots::new(settings.database_sale_connections);
+        let batches = batch::Batches::new(
+            db.clone(),
+            pricing.clone(),
+            settings.clone(),
+            after_sale.clone(),
+            sale_slots.clone(),
+        );
+        Arc::new(Self { db, cache, pricing, settings, after_sale, batches, sale_slots })
     }
 
-    /// Places an order. Once the sale starts it runs in its own task, so a caller that goes away (a client
-    /// disconnecting drops its handler) cannot cut off the commit or the steps that must follow it. A
-    /// request whose `Idempotency-Key` already placed an order gets that order back (`replayed`). A guest
-    /// gets an order access token with the order (a fresh one with a replay: only digests are kept).
+    /// Places an order, or answers why not. A client answered with an error was sold nothing: the sale
+    /// commits by the request's `deadline` or not at all (its transaction's statements are bounded by it
+    /// and it is checked before COMMIT), an order still queued when its client leaves or its deadline passes
+    /// is dropped, and a COMMIT whose outcome is unknown says so (`Error::OutcomeUnknown`). A request whose
+    /// `Idempotency-Key` already placed an order gets that order back (`replayed`). A guest gets an order
+    /// access token with the order (a fresh one with a replay: only digests are kept).
     pub async fn place(self: &Arc<Self>, request: OrderRequest) -> Result<Placed> {
         let guest = matches!(request.buyer, Buyer::Guest { .. });
         let (token, token_hash) = match guest {
@@ -101,8 +112,11 @@ impl OrderService {
             let waiting = batch::Waiting { span: tracing::Span::current(), request, owner, line, shopper };
             self.batches.sell(waiting).await
         } else {
+            // In its own task, so the transaction is never dropped half-way; it looks whether its caller
+            // still waits (`alive`) before it commits.
             let this = Arc::clone(self);
-            detached(async move { this.sell(request, owner, wanted, shopper).await }).await
+            let (alive, _waiting) = tokio::sync::oneshot::channel::<()>();
+            detached(async move { this.sell(request, owner, wanted, shopper, alive).await }).await
         }
     }
 
@@ -113,40 +127,71 @@ impl OrderService {
         owner: OrderOwner,
         wanted: Vec<lines::WantedLine>,
         shopper: Shopper,
+        alive: tokio::sync::oneshot::Sender<()>,
     ) -> Result<Placed> {
         let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
         // Read before the transaction: no row lock is held across a Redis round trip.
         let demand = self.pricing.recent_orders(&ids).await;
+        let _slot = self.sale_slots.take(request.deadline).await?;
+        let deadline = request.deadline;
+        let result = self.sell_in_transaction(&request, &owner, &wanted, &shopper, &demand, &alive).await;
+        let (order, products) = match result.map_err(sale_failed)? {
+            Sold::Committed(order, products) => (order, products),
+            Sold::Replayed(placed) => return Ok(placed),
+        };
+        let jobs = vec![(order.id, tracing::Span::current())];
+        let products = products.into_iter().map(|p| (p, 1)).collect();
+        self.after_sale.sale_committed(products, jobs, deadline).await;
+        Ok(Placed::new(order))
+    }
+
+    /// The multi-product sale's transaction: committed, or the first answer to its key.
+    async fn sell_in_transaction(
+        &self,
+        request: &OrderRequest,
+        owner: &OrderOwner,
+        wanted: &[lines::WantedLine],
+        shopper: &Shopper,
+        demand: &[u64],
+        alive: &tokio::sync::oneshot::Sender<()>,
+    ) -> Result<Sold> {
+        let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
         let mut tx = self.db.begin().await?;
+        db::orders::bound_sale(&mut tx, self.settings.database_lock_timeout, request.deadline).await?;
         if let Some(key) = &request.idempotency {
             // First in the transaction: a concurrent request with the key waits here for this one's outcome.
             let ttl = self.settings.idempotency_ttl;
             match db::idempotency::claim(&mut tx, &key.scoped_key, &key.request_hash, ttl).await? {
                 Claim::New => {}
-                other => return replayed(other, key),
+                other => return Ok(Sold::Replayed(replayed(other, key)?)),
             }
         }
         let locked = db::orders::lock_for_sale(&mut tx, &ids).await?;
-        let items = lines::price_lines(&self.pricing, &wanted, &locked, &demand, &shopper)?;
+        let items = lines::price_lines(&self.pricing, wanted, &locked, demand, shopper)?;
         let total = lines::order_total(&items, request.expected_total)?;
-        let sale = db::orders::record_sale(&mut tx, &owner, total, &items).await?;
+        let sale = db::orders::record_sale(&mut tx, owner, total, &items).await?;
         let order = Order::placed(sale.order_id, sale.created_at, &owner.buyer, total, items);
         if let Some(key) = &request.idempotency {
             db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
         }
-        tx.commit().await?;
-
-        let products = sale.products.into_iter().map(|p| (p, 1)).collect();
-        self.after_sale.sale_committed(products, vec![(order.id, tracing::Span::current())]).await;
-        Ok(Placed::new(order))
+        if alive.is_closed() {
+            return Err(Error::NotSold(
+                "The client left before the order was committed; nothing was sold".into(),
+            ));
+        }
+        db::orders::commit_sale(tx, request.deadline).await?;
+        Ok(Sold::Committed(order, sale.products))
     }
 
     /// Cancels a pending order that `access` reaches, its stock given back; like `place`, it runs to the
     /// end once started.
     pub async fn cancel(self: &Arc<Self>, order_id: i64, access: OrderAccess) -> Result<Order> {
         let this = Arc::clone(self);
+        let deadline = tokio::time::Instant::now() + self.settings.limits.database_acquire_timeout;
         let order = detached(async move {
-            let (order, products) = db::orders::cancel(&this.db, order_id, &access).await?;
+            let _slot = this.sale_slots.take(deadline).await?;
+            let (order, products) =
+                db::orders::cancel(&this.db, order_id, &access).await.map_err(sale_failed)?;
             this.products_changed(&products).await;
             Ok(order)
         })
@@ -160,6 +205,51 @@ impl OrderService {
     async fn products_changed(&self, products: &[Product]) {
         let changed: Vec<(&Product, u32)> = products.iter().map(|p| (p, 0)).collect();
         self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
+    }
+}
+
+/// What a sale's transaction ended with.
+enum Sold {
+    Committed(Order, Vec<Product>),
+    Replayed(Placed),
+}
+
+/// A sale that gave up waiting for a row lock or its deadline was rolled back: the client is told so in
+/// those words (and that nothing was sold), not that PostgreSQL is down.
+pub(crate) fn sale_failed(error: Error) -> Error {
+    if db::is_timeout(&error) {
+        Error::NotSold(
+            "The products are busy (a row lock was not granted within DATABASE_LOCK_TIMEOUT_MS, or REQUEST_TIMEOUT_MS \
+             ran out); nothing was sold, try again"
+                .into(),
+        )
+    } else {
+        error
+    }
+}
+
+/// The connections sales may hold at once: a sale waits for a slot until its deadline, then gives up having
+/// sold nothing, so locked rows can tie up at most `DATABASE_SALE_CONNECTIONS` of the pool.
+#[derive(Clone)]
+pub(crate) struct SaleSlots(Arc<tokio::sync::Semaphore>);
+
+impl SaleSlots {
+    fn new(slots: u32) -> Self {
+        Self(Arc::new(tokio::sync::Semaphore::new(slots.max(1) as usize)))
+    }
+
+    pub(crate) async fn take(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout_at(deadline, self.0.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::NotSold(
+                "Every sale connection (DATABASE_SALE_CONNECTIONS) stayed busy until the request's time ran \
+                 out; nothing was sold, try again"
+                    .into(),
+            )),
+        }
     }
 }
 

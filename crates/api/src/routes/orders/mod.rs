@@ -9,7 +9,7 @@ mod queue;
 mod request;
 
 use axum::{
-    extract::State,
+    extract::{Extension, State},
     http::{HeaderMap, HeaderName, StatusCode},
     response::IntoResponse,
 };
@@ -28,6 +28,7 @@ use crate::{
     auth::Caller,
     error::{ApiResult, ErrorBody},
     extract::{page_params, text_field, Id, Json, Query},
+    limits::RequestDeadline,
     ApiContext, ApiError,
 };
 
@@ -108,11 +109,14 @@ impl From<Order> for OrderResponse {
 async fn create(
     State(ctx): State<ApiContext>,
     caller: Caller,
+    Extension(deadline): Extension<RequestDeadline>,
     headers: HeaderMap,
     Json(body): Json<CreateOrder>,
 ) -> ApiResult<impl IntoResponse> {
     let key = idempotency_key(&headers)?;
-    let placed = ctx.orders.place(body.validate(&caller, key, &ctx.settings.limits)?).await?;
+    let limits = &ctx.settings.limits;
+    let request = body.validate(&caller, key, limits, deadline.for_sale(limits.request_timeout))?;
+    let placed = ctx.orders.place(request).await?;
     let replayed = [(IDEMPOTENT_REPLAYED, if placed.replayed { "true" } else { "false" })];
     let mut answer = OrderResponse::from(placed.order);
     answer.order_access_token = placed.access_token;

@@ -65,6 +65,7 @@ impl CreateOrder {
         caller: &Caller,
         key: Option<&str>,
         limits: &Limits,
+        deadline: tokio::time::Instant,
     ) -> ApiResult<OrderRequest> {
         // The request as parsed (ids and SKUs as sent, amounts as numbers): the same order sent twice
         // hashes the same however its JSON was spaced or ordered.
@@ -140,6 +141,7 @@ impl CreateOrder {
             is_prime_member: inputs.member,
             expected_total,
             idempotency,
+            deadline,
         })
     }
 }

@@ -31,6 +31,39 @@ pub struct Sale {
     pub products: Vec<Product>,
 }
 
+/// Bounds a sale's transaction: each statement ends by `deadline` (it is rolled back otherwise), and a row
+/// lock is waited for at most `lock_timeout`. One round trip, first in the transaction.
+pub async fn bound_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    lock_timeout: std::time::Duration,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis().max(1);
+    let lock = lock_timeout.as_millis().min(left).max(1);
+    sqlx::query("SELECT set_config('statement_timeout', $1, true), set_config('lock_timeout', $2, true)")
+        .bind(left.to_string())
+        .bind(lock.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Commits a sale, unless its deadline has passed (then it rolls back: the client is being told it failed).
+/// A COMMIT that fails in flight leaves the outcome unknown, and says so.
+pub async fn commit_sale(tx: Transaction<'_, Postgres>, deadline: tokio::time::Instant) -> Result<()> {
+    if tokio::time::Instant::now() >= deadline {
+        tx.rollback().await?;
+        return Err(Error::NotSold(
+            "The order could not be completed within REQUEST_TIMEOUT_MS; nothing was sold".into(),
+        ));
+    }
+    tx.commit().await.map_err(|e| {
+        Error::OutcomeUnknown(format!(
+            "The order's commit was interrupted ({e}); retry with the same Idempotency-Key to learn its outcome"
+        ))
+    })
+}
+
 /// Locks the products in ascending id order (`FOR UPDATE`) and reads each with its market multiplier.
 /// Ids that name no product are simply absent from the result.
 #[tracing::instrument(skip(tx))]
