@@ -62,6 +62,39 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// A path segment as text: one that is not valid UTF-8 once percent-decoded (`%FF`) is a 422 in JSON, not
+/// axum's plain-text 400.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(text)| PathText(text))
+            .map_err(|_| ApiError::Validation("the path segment is not valid UTF-8 text".into()))
+    }
+}
+
+/// A raw request body whose size is capped by `MAX_BODY_BYTES`: over it, a 413 in JSON.
+pub struct RawBody(pub axum::body::Bytes);
+
+impl FromRequest<ApiContext> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(req, ctx).await.map(RawBody).map_err(|rejection| {
+            match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge(ctx.settings.limits.max_body_bytes)
+                }
+                _ => ApiError::Validation(rejection.body_text()),
+            }
+        })
+    }
+}
+
 /// Query parameters; a wrong type is a 422.
 pub struct Query<T>(pub T);
 
@@ -91,15 +124,21 @@ pub fn page_params(
     if !(1..=max).contains(&page_size) {
         return Err(ApiError::Validation(format!("page_size must be between 1 and {max}")));
     }
+    if (page - 1) * page_size > MAX_OFFSET {
+        return Err(ApiError::Validation(format!(
+            "page * page_size may skip at most {MAX_OFFSET} rows: narrow the list (status, search) instead"
+        )));
+    }
     Ok((page, page_size))
 }
 
 const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Deeper pages are refused rather than scanned (offset pagination reads every row before the page).
 const MAX_PAGE: i64 = 1_000_000;
+/// Deeper pages are refused rather than scanned: offset pagination reads every row before the page.
+pub const MAX_OFFSET: i64 = 100_000;
 
-/// Checks a client-supplied text field: trimmed, `min..=max` characters, no control characters (PostgreSQL
-/// rejects NUL, and none belongs in a name). Returns the trimmed text.
+/// Checks a client-supplied text field: trimmed, `min..=max` characters, printable
+/// (`domain::is_printable_text`). Returns the trimmed text.
 pub fn text_field(field: &str, value: &str, min: usize, max: usize) -> Result<String, ApiError> {
     let value = value.trim();
     let len = value.chars().count();
@@ -109,8 +148,10 @@ pub fn text_field(field: &str, value: &str, min: usize, max: usize) -> Result<St
     if len > max {
         return Err(ApiError::Validation(format!("{field} must be at most {max} characters")));
     }
-    if value.chars().any(char::is_control) {
-        return Err(ApiError::Validation(format!("{field} must not contain control characters")));
+    if !pricing_core::domain::is_printable_text(value) {
+        return Err(ApiError::Validation(format!(
+            "{field} must not contain control characters or bidirectional overrides"
+        )));
     }
     Ok(value.to_string())
 }

@@ -273,6 +273,13 @@ impl ProductRef {
     }
 }
 
+/// The one rule for free text a client sends (names, categories, ids, labels): no control characters
+/// (PostgreSQL refuses NUL, and none belongs in a name) and no bidirectional overrides or isolates
+/// (U+202A..U+202E, U+2066..U+2069), which make a text display as something other than what it is.
+pub fn is_printable_text(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+}
+
 /// The one SKU rule: 1 to 64 letters, digits, '-', '_' or '.', and not digits only (an all-digit SKU
 /// would read as a product id where clients may send either). Returns the trimmed SKU.
 pub fn validate_sku(sku: &str) -> Result<String, String> {

@@ -5,6 +5,21 @@ use rust_decimal::Decimal;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// What a client may read about a failure recorded for it (a task's `error`): a stable sentence naming
+    /// the kind of failure, never the driver's text (which can hold hosts, queries or keys); the cause
+    /// itself goes to the log.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Error::NotFound(m) | Error::Validation(m) | Error::Conflict(m) | Error::NotSold(m) => m.clone(),
+            Error::Database(_) => "PostgreSQL was unavailable".into(),
+            Error::Redis(_) | Error::Queue(_) => "Redis was unavailable".into(),
+            Error::Unavailable(_) | Error::OutcomeUnknown(_) => "a backing service was unavailable".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]

@@ -106,7 +106,7 @@ fn invalid(field: &'static str, message: impl Into<String>) -> InvalidEvent {
 
 fn text(field: &'static str, value: Option<String>, max: usize) -> Result<Option<String>, InvalidEvent> {
     let Some(value) = value.map(|v| v.trim().to_string()) else { return Ok(None) };
-    if value.is_empty() || value.chars().count() > max || value.chars().any(char::is_control) {
+    if value.is_empty() || value.chars().count() > max || !crate::domain::is_printable_text(&value) {
         return Err(invalid(field, format!("must be 1 to {max} printable characters")));
     }
     Ok(Some(value))

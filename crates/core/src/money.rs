@@ -12,6 +12,38 @@ pub fn round_cents(amount: Decimal) -> Decimal {
     amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
 }
 
+/// Reads money from a request's JSON text itself (a number, or a string holding one), never through `f64`:
+/// `11.999999999999999999` stays exactly that (and is then refused for its decimals), where a float would
+/// have made it `12.0`. Use with `#[serde(deserialize_with = "money::from_json_text")]`, or `..._opt` with
+/// `#[serde(default)]` for an optional field.
+pub fn from_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+    use serde::{de::Error, Deserialize};
+    let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+    let text = raw.get().trim();
+    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| D::Error::custom(format!("expected an amount such as 19.99, got {text}")))
+}
+
+pub fn from_json_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
+    from_json_text(d).map(Some)
+}
+
+/// Checks an amount a client sent (a total it saw): not negative, at most two decimals, within range.
+pub fn validate_amount(field: &str, amount: Decimal) -> Result<(), String> {
+    if amount < Decimal::ZERO {
+        return Err(format!("{field} must not be negative"));
+    }
+    if amount.normalize().scale() > 2 {
+        return Err(format!("{field} must have at most 2 decimal places"));
+    }
+    if amount > MAX_AMOUNT {
+        return Err(format!("{field} must be at most {MAX_AMOUNT}"));
+    }
+    Ok(())
+}
+
 /// Checks a price a client sent: positive, at most two decimals, within the column's range.
 pub fn validate_price(field: &str, price: Decimal) -> Result<(), String> {
     if price <= Decimal::ZERO {
@@ -51,6 +83,22 @@ mod tests {
         assert_eq!(back, dec!(19.99));
         let big: Decimal = serde_json::from_str("9999999999.99").unwrap();
         assert_eq!(big, dec!(9999999999.99));
+    }
+
+    #[test]
+    fn amounts_are_read_from_the_json_text_never_through_a_float() {
+        #[derive(serde::Deserialize)]
+        struct Body {
+            #[serde(deserialize_with = "from_json_text")]
+            price: Decimal,
+        }
+        let read = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.price);
+        assert_eq!(read(r#"{"price": 11.999999999999999999}"#).unwrap(), dec!(11.999999999999999999));
+        assert!(validate_price("price", read(r#"{"price": 11.999999999999999999}"#).unwrap()).is_err());
+        assert_eq!(read(r#"{"price": "19.99"}"#).unwrap(), dec!(19.99));
+        assert_eq!(read(r#"{"price": 1e2}"#).unwrap(), dec!(100));
+        assert!(read(r#"{"price": true}"#).is_err());
+        assert!(read(r#"{"price": "cheap"}"#).is_err());
     }
 
     #[test]

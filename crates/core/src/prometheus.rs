@@ -28,6 +28,7 @@ pub mod names {
     pub const SPANS_DROPPED: &str = "otel_spans_dropped_total";
     pub const DB_POOL_CONNECTIONS: &str = "db_pool_connections";
     pub const REDIS_CONNECTIONS: &str = "redis_connections";
+    pub const REDIS_CIRCUIT_OPEN: &str = "redis_circuit_open";
     pub const LISTENER_BATCHES: &str = "listener_batches_total";
     pub const LISTENER_CLAIMED: &str = "listener_claimed_entries_total";
     pub const LISTENER_RESENT: &str = "listener_resent_events_total";
@@ -105,6 +106,10 @@ fn describe() {
         "Requests answered 429: over their client's rate limit, by class."
     );
     describe_counter!(names::HTTP_SHED, "Requests answered 503 at once: HTTP_MAX_IN_FLIGHT were in flight.");
+    describe_gauge!(
+        names::REDIS_CIRCUIT_OPEN,
+        "1 while the cache's circuit to Redis is open (Redis skipped), else 0."
+    );
     describe_counter!(names::PRICE_CACHE_REQUESTS, "Pricing-state cache reads by result (hit, miss, error).");
     describe_counter!(names::PRICE_COMPUTATIONS, "Pricing states computed on a cache miss.");
     describe_counter!(

@@ -134,12 +134,13 @@ impl Recalculator {
                 Err(e) if is_transient(&e) && task.attempts < s.recalc_max_attempts => {
                     let delay = backoff(task.attempts);
                     tracing::warn!(%task_id, attempt = task.attempts, error = %e, ?delay, "recalculation failed; retrying");
-                    tasks::record_retry(&self.db, task_id, &e.to_string()).await?;
+                    tasks::record_retry(&self.db, task_id, &e.public_reason()).await?;
                     tokio::time::sleep(delay).await;
                 }
                 Err(e) => {
-                    let reason = format!("{e} (attempt {} of {})", task.attempts, s.recalc_max_attempts);
-                    tracing::error!(%task_id, %reason, "recalculation failed");
+                    let attempts = format!("(attempt {} of {})", task.attempts, s.recalc_max_attempts);
+                    tracing::error!(%task_id, error = %e, attempts, "recalculation failed");
+                    let reason = format!("{} {attempts}", e.public_reason());
                     tasks::finish(&self.db, task_id, TaskStatus::Failed, Some(&reason)).await?;
                     return Ok(RecalcOutcome::Failed(reason));
                 }

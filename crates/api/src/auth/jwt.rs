@@ -122,12 +122,12 @@ impl TokenVerifier {
             .claims;
         let sub_ok = !claims.sub.trim().is_empty()
             && claims.sub.chars().count() <= MAX_SUB_LEN
-            && !claims.sub.chars().any(char::is_control);
+            && pricing_core::domain::is_printable_text(&claims.sub);
         if !sub_ok {
             return Err(format!("the token's sub must be 1 to {MAX_SUB_LEN} printable characters"));
         }
-        if claims.location.as_ref().is_some_and(|l| l.chars().count() > 32 || l.chars().any(char::is_control))
-        {
+        let printable = |l: &String| pricing_core::domain::is_printable_text(l);
+        if claims.location.as_ref().is_some_and(|l| l.chars().count() > 32 || !printable(l)) {
             return Err("the token's location must be at most 32 printable characters".into());
         }
         Ok(claims)

@@ -3,8 +3,7 @@
 //! `pricing-listener` applies it. `GET /api/v1/market-events[/{event_id}]` shows what became of them.
 
 use axum::{
-    body::Bytes,
-    extract::{Path, State},
+    extract::State,
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
@@ -21,7 +20,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     auth::Admin,
     error::{ApiResult, ErrorBody},
-    extract::{page_params, Query},
+    extract::{page_params, PathText, Query, RawBody},
     ApiContext, ApiError,
 };
 
@@ -40,7 +39,7 @@ struct EventAccepted {
 }
 
 /// Reads the optional body: none, empty or `null` is a full recalculation, as the old service had it.
-fn draft_from(body: &Bytes) -> ApiResult<MarketEventDraft> {
+fn draft_from(body: &[u8]) -> ApiResult<MarketEventDraft> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(MarketEventDraft::default());
     }
@@ -65,7 +64,7 @@ async fn publish(
     _: Admin,
     State(ctx): State<ApiContext>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<impl IntoResponse> {
     let mut draft = draft_from(&body)?;
     if draft.traceparent.is_none() {
@@ -102,9 +101,9 @@ async fn publish(
               (status = 404, description = "No such event", body = ErrorBody)))]
 async fn read(
     State(ctx): State<ApiContext>,
-    Path(event_id): Path<String>,
+    PathText(event_id): PathText,
 ) -> ApiResult<axum::Json<MarketEventRecord>> {
-    if event_id.len() > 200 || event_id.chars().any(char::is_control) {
+    if event_id.len() > 200 || !pricing_core::domain::is_printable_text(&event_id) {
         return Err(ApiError::Validation("event_id must be 1 to 200 printable characters".into()));
     }
     Ok(axum::Json(market_events::get(&ctx.db, &event_id).await?))

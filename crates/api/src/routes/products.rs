@@ -45,7 +45,8 @@ struct CreateProduct {
     #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
     /// The list price the pricing model starts from: above 0, at most 2 decimal places.
-    #[schema(exclusive_minimum = 0, maximum = 1_000_000_000)]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99)]
+    #[serde(deserialize_with = "money::from_json_text")]
     price: Decimal,
     #[schema(minimum = 0)]
     stock: i32,
@@ -58,7 +59,8 @@ struct UpdateProduct {
     name: Option<String>,
     #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
-    #[schema(exclusive_minimum = 0, maximum = 1_000_000_000)]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99)]
+    #[serde(default, deserialize_with = "money::from_json_text_opt")]
     price: Option<Decimal>,
     #[schema(minimum = 0)]
     stock: Option<i32>,

@@ -1,11 +1,7 @@
 //! `POST /api/v1/recalculate` starts a bulk price recalculation in the worker and returns at once (202);
 //! `GET /api/v1/tasks/{task_id}` shows its progress from PostgreSQL.
 
-use axum::{
-    extract::{Path, State},
-    http::StatusCode,
-    response::IntoResponse,
-};
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use pricing_core::{
     db::tasks::{self, Task, TaskStatus},
     jobs::RecalculatePrices,
@@ -18,6 +14,7 @@ use uuid::Uuid;
 use crate::{
     auth::Admin,
     error::{ApiResult, ErrorBody},
+    extract::PathText,
     ApiContext, ApiError,
 };
 
@@ -58,7 +55,7 @@ async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl 
     params(("task_id" = Uuid, Path, description = "The task's id")),
     responses((status = 200, description = "The task", body = Task),
               (status = 404, description = "No such task", body = ErrorBody)))]
-async fn read(State(ctx): State<ApiContext>, Path(raw): Path<String>) -> ApiResult<axum::Json<Task>> {
+async fn read(State(ctx): State<ApiContext>, PathText(raw): PathText) -> ApiResult<axum::Json<Task>> {
     let id = Uuid::parse_str(&raw)
         .map_err(|_| ApiError::Validation(format!("task_id must be a UUID, got {raw:?}")))?;
     Ok(axum::Json(tasks::get(&ctx.db, id).await?))

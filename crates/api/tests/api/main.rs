@@ -17,5 +17,6 @@ mod pricing;
 mod processing;
 mod products;
 mod recalculation;
+mod redis_outage;
 mod robustness;
 mod seen_price;

@@ -43,6 +43,7 @@ const OPERATIONS: &[&str] = &[
 ];
 
 const ADMIN: &[&str] = &[
+    "GET /api/v1/health/cache/stats",
     "POST /api/v1/products",
     "PUT /api/v1/products/{id}",
     "DELETE /api/v1/products/{id}",

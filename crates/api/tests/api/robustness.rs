@@ -93,3 +93,83 @@ async fn garbage_never_gets_a_server_error() {
     let res = app.get("/api/v1/health").await;
     assert_eq!(res.status(), 200, "the api still answers");
 }
+
+/// The errors that used to escape as plain text, money read as a float, deep pages and deceptive text: each
+/// is a JSON `{"detail"}` that names the problem, and changes nothing.
+#[tokio::test]
+async fn every_refusal_is_json_and_money_is_read_as_written() {
+    let app = spawn_app().await;
+    let product = app.create_product("Plain", 12.0, 10).await;
+    let id = product["id"].as_i64().unwrap();
+    let json_detail = |res: reqwest::Response| async move {
+        let is_json = res.headers()["content-type"].to_str().unwrap().starts_with("application/json");
+        let status = res.status().as_u16();
+        let body: Value = res.json().await.unwrap_or_default();
+        assert!(is_json && body["detail"].is_string(), "{status}: {body}");
+        (status, body["detail"].as_str().unwrap().to_string())
+    };
+
+    let huge =
+        format!("{{\"event_type\": \"competitor_price\", \"category\": \"{}\"}}", "x".repeat(70 * 1024));
+    let res = app
+        .client
+        .post(app.url("/api/v1/publish-market-event"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    let (status, detail) = json_detail(res).await;
+    assert_eq!((status, detail.contains("MAX_BODY_BYTES")), (413, true), "{detail}");
+    for path in ["/api/v1/tasks/%FF", "/api/v1/market-events/%FF"] {
+        let (status, detail) = json_detail(app.get(path).await).await;
+        assert_eq!(status, 422, "{path}: {detail}");
+    }
+
+    // 11.999999999999999999 is not 12.0: refused for its decimals, never rounded through a float.
+    let exact = r#"{"product_id": ID, "quantity": 1, "expected_unit_price": 11.999999999999999999}"#;
+    let res = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .header("content-type", "application/json")
+        .body(exact.replace("ID", &id.to_string()))
+        .send()
+        .await
+        .unwrap();
+    let (status, detail) = json_detail(res).await;
+    assert_eq!(status, 422);
+    assert!(detail.contains("expected_unit_price must have at most 2 decimal places"), "{detail}");
+    let res = app
+        .client
+        .put(app.url(&format!("/api/v1/products/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(r#"{"price": 0.001}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_detail(res).await.0, 422);
+
+    let (status, detail) = json_detail(app.get("/api/v1/products?page=1000000&page_size=100").await).await;
+    assert_eq!(status, 422);
+    assert!(detail.contains("at most 100000 rows"), "{detail}");
+
+    // Bidirectional overrides make a name read as something else: refused wherever text is taken.
+    let deceptive = "Invoice\u{202E}fdp.exe";
+    let res = app
+        .admin(
+            Method::POST,
+            "/api/v1/products",
+            Some(&serde_json::json!({ "name": deceptive, "price": 1.0, "stock": 1 })),
+        )
+        .await;
+    assert!(json_detail(res).await.1.contains("bidirectional"));
+    let res =
+        app.post("/api/v1/orders", &serde_json::json!({ "product_id": id, "user_id": "a\u{2066}b" })).await;
+    assert_eq!(json_detail(res).await.0, 422);
+    let event = serde_json::json!({ "event_id": "e\u{202A}1", "event_type": "competitor_price", "category": "x", "multiplier": 1.1 });
+    let res = app.admin(Method::POST, "/api/v1/publish-market-event", Some(&event)).await;
+    assert_eq!(json_detail(res).await.0, 422);
+    assert_eq!(app.stock_of(id).await, 10, "nothing was sold");
+}

@@ -1,8 +1,11 @@
 //! The Redis cache: a few shared multiplexed connections, versioned writes that never let an older copy replace a newer one,
 //! and hit/miss counters. Redis only ever holds copies; everything here can be rebuilt from PostgreSQL.
 
+mod breaker;
 pub mod demand;
 pub mod keys;
+
+pub use breaker::GuardedConnection;
 
 use std::{
     sync::{
@@ -152,6 +155,8 @@ impl ProductChange {
 #[derive(Clone)]
 pub struct Cache {
     connections: Arc<[ConnectionManager]>,
+    /// Opened by a command that finds Redis unreachable; while open, commands fail at once.
+    breaker: Arc<breaker::Breaker>,
     next: Arc<AtomicU64>,
     pub keys: Keys,
     set_if_newer: Arc<Script>,
@@ -169,6 +174,7 @@ impl Cache {
             .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Self {
             connections: connections.into(),
+            breaker: Arc::default(),
             next: Arc::default(),
             keys: Keys::new(prefix),
             set_if_newer: Arc::new(Script::new(SET_IF_NEWER)),
@@ -178,9 +184,17 @@ impl Cache {
     }
 
     /// A connection handle (cheap: connections are shared and multiplexed), taken round-robin.
-    pub async fn conn(&self) -> Result<ConnectionManager> {
+    pub async fn conn(&self) -> Result<GuardedConnection> {
+        if self.breaker.is_open() {
+            return Err(breaker::Breaker::open_error().into());
+        }
         let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.connections.len();
-        Ok(self.connections[i].clone())
+        Ok(GuardedConnection { inner: self.connections[i].clone(), breaker: self.breaker.clone() })
+    }
+
+    /// Whether Redis is being skipped (the circuit is open): callers with another way go that way at once.
+    pub fn is_unavailable(&self) -> bool {
+        self.breaker.is_open()
     }
 
     /// Reads a versioned value; a missing, invalidated, corrupt or old-format entry is `None` (a miss).
@@ -370,27 +384,18 @@ impl Cache {
         (self.lookups.hits.load(Ordering::Relaxed), self.lookups.misses.load(Ordering::Relaxed))
     }
 
-    /// Keys under this deployment's prefix (SCAN, never KEYS, so Redis is not blocked).
-    /// Counts at most `limit` keys, so a huge cache cannot make the stats endpoint slow; returns the count
-    /// and whether it stopped at the limit.
-    pub async fn count_keys(&self, limit: u64) -> Result<(u64, bool)> {
+    /// For the cache stats endpoint: connected clients and used memory (`INFO`), and the database's key
+    /// count (`DBSIZE`). All O(1): nothing walks the keyspace.
+    pub async fn server_info(&self) -> Result<(u64, u64, u64)> {
         let mut conn = self.conn().await?;
-        let mut iter: redis::AsyncIter<String> = conn.scan_match(self.keys.all()).await?;
-        let mut n = 0;
-        while let Some(item) = futures::StreamExt::next(&mut iter).await {
-            item?;
-            n += 1;
-            if n >= limit {
-                return Ok((n, true));
-            }
-        }
-        Ok((n, false))
-    }
-
-    /// `INFO` fields for the cache stats endpoint.
-    pub async fn server_info(&self) -> Result<(u64, u64)> {
-        let info: redis::InfoDict = redis::cmd("INFO").query_async(&mut self.conn().await?).await?;
-        Ok((info.get("connected_clients").unwrap_or(0), info.get("used_memory").unwrap_or(0)))
+        let (info, keys): (redis::InfoDict, u64) = redis::pipe()
+            .cmd("INFO")
+            .arg("clients")
+            .arg("memory")
+            .cmd("DBSIZE")
+            .query_async(&mut conn)
+            .await?;
+        Ok((info.get("connected_clients").unwrap_or(0), info.get("used_memory").unwrap_or(0), keys))
     }
 
     /// `ttl` shortened by up to 10% at random, so entries written together do not all expire together.

@@ -29,6 +29,7 @@ pub(super) struct CreateOrder {
     /// With `product_id`: the quote to honour (its signed token), and the unit price the customer saw.
     #[schema(max_length = 1024)]
     quote_id: Option<String>,
+    #[serde(default, deserialize_with = "money::from_json_text_opt")]
     expected_unit_price: Option<Decimal>,
     /// The ship-to region, for the dynamic price of lines without a quote (default: the token's
     /// `location`, else `DEFAULT_LOCATION`).
@@ -42,7 +43,9 @@ pub(super) struct CreateOrder {
     #[schema(min_items = 1, max_items = 100)]
     item_ids: Option<Vec<ProductRef>>,
     /// The total the customer saw; `total_amount` is the older form's name for it.
+    #[serde(default, deserialize_with = "money::from_json_text_opt")]
     expected_total: Option<Decimal>,
+    #[serde(default, deserialize_with = "money::from_json_text_opt")]
     total_amount: Option<Decimal>,
 }
 
@@ -54,6 +57,7 @@ pub(super) struct LineInput {
     quantity: i32,
     #[schema(max_length = 1024)]
     quote_id: Option<String>,
+    #[serde(default, deserialize_with = "money::from_json_text_opt")]
     expected_unit_price: Option<Decimal>,
 }
 
@@ -128,8 +132,8 @@ impl CreateOrder {
             (Some(total), _) => ("expected_total", Some(total)),
             (None, total) => ("total_amount", total),
         };
-        if expected_total.is_some_and(|total| total < Decimal::ZERO) {
-            return Err(ApiError::Validation(format!("{field} must not be negative")));
+        if let Some(total) = expected_total {
+            money::validate_amount(field, total).map_err(ApiError::Validation)?;
         }
         let buyer = caller.buyer(label);
         let idempotency = key.map(|k| IdempotencyKey::new(k, &buyer, &canonical));
