@@ -133,7 +133,8 @@ pub fn page_params(
 }
 
 const DEFAULT_PAGE_SIZE: i64 = 20;
-const MAX_PAGE: i64 = 1_000_000;
+/// With `page_size` at most 100 (the default `MAX_PAGE_SIZE`), page 1,000 skips under `MAX_OFFSET` rows.
+const MAX_PAGE: i64 = 1_000;
 /// Deeper pages are refused rather than scanned: offset pagination reads every row before the page.
 pub const MAX_OFFSET: i64 = 100_000;
 

@@ -203,12 +203,7 @@ impl utoipa::PartialSchema for ProductRef {
             .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)).format(Some(
                 utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
             )))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::String)
-                    .min_length(Some(1))
-                    .max_length(Some(MAX_SKU_LEN)),
-            )
+            .item(ObjectBuilder::new().schema_type(Type::String).pattern(Some(SKU_PATTERN)))
             .description(Some("A product id, or its SKU"))
             .into()
     }
@@ -279,6 +274,9 @@ impl ProductRef {
 pub fn is_printable_text(text: &str) -> bool {
     !text.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
 }
+
+/// The SKU rule below, as the API description states it.
+pub const SKU_PATTERN: &str = "^(?![0-9]+$)[A-Za-z0-9._-]{1,64}$";
 
 /// The one SKU rule: 1 to 64 letters, digits, '-', '_' or '.', and not digits only (an all-digit SKU
 /// would read as a product id where clients may send either). Returns the trimmed SKU.

@@ -21,13 +21,24 @@ pub fn from_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal,
     let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
     let text = raw.get().trim();
     let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-    Decimal::from_str_exact(text)
-        .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| D::Error::custom(format!("expected an amount such as 19.99, got {text}")))
+    parse_amount(text).map_err(D::Error::custom)
 }
 
 pub fn from_json_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
-    from_json_text(d).map(Some)
+    use serde::{de::Error, Deserialize};
+    let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+    if raw.get().trim() == "null" {
+        return Ok(None);
+    }
+    let text = raw.get().trim();
+    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    parse_amount(text).map(Some).map_err(D::Error::custom)
+}
+
+fn parse_amount(text: &str) -> Result<Decimal, String> {
+    Decimal::from_str_exact(text)
+        .or_else(|_| Decimal::from_scientific(text))
+        .map_err(|_| format!("expected an amount such as 19.99, got {text}"))
 }
 
 /// Checks an amount a client sent (a total it saw): not negative, at most two decimals, within range.

@@ -103,8 +103,12 @@ async fn read(
     State(ctx): State<ApiContext>,
     PathText(event_id): PathText,
 ) -> ApiResult<axum::Json<MarketEventRecord>> {
-    if event_id.len() > 200 || !pricing_core::domain::is_printable_text(&event_id) {
-        return Err(ApiError::Validation("event_id must be 1 to 200 printable characters".into()));
+    if event_id.len() > 200 {
+        return Err(ApiError::Validation("event_id must be at most 200 characters".into()));
+    }
+    if !pricing_core::domain::is_printable_text(&event_id) {
+        // No event can have such an id (publishing refuses it), and PostgreSQL refuses NUL in a query.
+        return Err(ApiError::NotFound(format!("Market event {event_id:?} not found")));
     }
     Ok(axum::Json(market_events::get(&ctx.db, &event_id).await?))
 }
@@ -115,7 +119,7 @@ struct ListParams {
     #[param(pattern = "^(received|applied|dead_letter)$")]
     status: Option<String>,
     /// From 1.
-    #[param(minimum = 1, maximum = 1_000_000)]
+    #[param(minimum = 1, maximum = 1_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     #[param(minimum = 1, maximum = 100)]
@@ -130,7 +134,7 @@ async fn list(
     Query(params): Query<ListParams>,
 ) -> ApiResult<axum::Json<Page<MarketEventRecord>>> {
     let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
-    let status = params.status.as_deref().filter(|s| !s.is_empty());
+    let status = params.status.as_deref();
     if let Some(status) = status.filter(|s| !STATUSES.contains(s)) {
         return Err(ApiError::Validation(format!(
             "status must be one of {}; got {status:?}",

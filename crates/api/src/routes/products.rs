@@ -37,7 +37,7 @@ pub fn router() -> OpenApiRouter<ApiContext> {
 #[serde(deny_unknown_fields)]
 struct CreateProduct {
     /// Letters, digits, `-`, `_` or `.`, not digits only; generated when absent.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[schema(pattern = "^(?![0-9]+$)[A-Za-z0-9._-]{1,64}$")]
     sku: Option<String>,
     #[schema(min_length = 1, max_length = 255)]
     name: String,
@@ -45,7 +45,7 @@ struct CreateProduct {
     #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
     /// The list price the pricing model starts from: above 0, at most 2 decimal places.
-    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99)]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     #[serde(deserialize_with = "money::from_json_text")]
     price: Decimal,
     #[schema(minimum = 0)]
@@ -59,7 +59,7 @@ struct UpdateProduct {
     name: Option<String>,
     #[schema(min_length = 1, max_length = 100)]
     category: Option<String>,
-    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99)]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
     price: Option<Decimal>,
     #[schema(minimum = 0)]
@@ -70,13 +70,14 @@ struct UpdateProduct {
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// From 1.
-    #[param(minimum = 1, maximum = 1_000_000)]
+    #[param(minimum = 1, maximum = 1_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     #[param(minimum = 1, maximum = 100)]
     page_size: Option<i64>,
     /// Matches names and SKUs.
-    #[param(min_length = 1, max_length = 255)]
+    /// Empty means no search.
+    #[param(max_length = 255)]
     search: Option<String>,
 }
 

@@ -205,7 +205,7 @@ async fn status(
 #[into_params(parameter_in = Query)]
 struct ListParams {
     /// From 1.
-    #[param(minimum = 1, maximum = 1_000_000)]
+    #[param(minimum = 1, maximum = 1_000)]
     page: Option<i64>,
     /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
     #[param(minimum = 1, maximum = 100)]

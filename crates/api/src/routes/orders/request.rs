@@ -30,6 +30,7 @@ pub(super) struct CreateOrder {
     #[schema(max_length = 1024)]
     quote_id: Option<String>,
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     expected_unit_price: Option<Decimal>,
     /// The ship-to region, for the dynamic price of lines without a quote (default: the token's
     /// `location`, else `DEFAULT_LOCATION`).
@@ -44,8 +45,10 @@ pub(super) struct CreateOrder {
     item_ids: Option<Vec<ProductRef>>,
     /// The total the customer saw; `total_amount` is the older form's name for it.
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
+    #[schema(minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     expected_total: Option<Decimal>,
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
+    #[schema(minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     total_amount: Option<Decimal>,
 }
 
@@ -58,6 +61,7 @@ pub(super) struct LineInput {
     #[schema(max_length = 1024)]
     quote_id: Option<String>,
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
+    #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     expected_unit_price: Option<Decimal>,
 }
 
