@@ -11,6 +11,7 @@
 #   SKIP_MILLION=1 bench/run.sh    # skip the 1,000,000-product recalculation
 #   SKIP_EVENTS=1 bench/run.sh     # skip the market-event figures
 #   SKIP_TRACING=1 bench/run.sh    # skip the trace-export overhead figures
+#   SKIP_FLOOD=1 bench/run.sh      # skip the 5,000-connection flood
 #   ORDER_DURATION=20 bench/run.sh # a shorter sustained spread-order run (default 60 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -280,6 +281,21 @@ fi
 load_results
 RSS_MB=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status")
 
+# --- a connection flood ---------------------------------------------------------------------------------------
+# A second api with a small connection cap and in-flight bound: 5,000 connections at once (silent, half a
+# header, busy) while a normal client keeps asking over its own keep-alive connection (bench/flood.py).
+FLOOD_RESULT="skipped"
+if [ "${SKIP_FLOOD:-0}" != "1" ]; then
+  echo "== connection flood: 5,000 connections against an api with HTTP_MAX_CONNECTIONS=1000, HTTP_MAX_IN_FLIGHT=256"
+  API_ADDR=127.0.0.1:8103 HTTP_MAX_CONNECTIONS=1000 HTTP_MAX_IN_FLIGHT=256 HTTP_HEADER_READ_TIMEOUT_MS=2000 \
+    RATE_LIMIT_READS_PER_SEC=0 ./target/release/pricing-api serve > /tmp/bench-api-flood.log 2>&1 &
+  FLOOD_PID=$!; pids+=($FLOOD_PID)
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:8103/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+  FLOOD_RESULT=$(python3 bench/flood.py http://127.0.0.1:8103 5000 "${FLOOD_DURATION:-10}" 2>&1 || true)
+  echo "$FLOOD_RESULT"
+  kill "$FLOOD_PID" 2>/dev/null || true
+fi
+
 # --- summary ----------------------------------------------------------------------------------------------------
 echo
 echo "== summary (ratio = our figure / the machine's ceiling measured above; bare = bench/ceiling, one Redis GET"
@@ -317,4 +333,5 @@ if [ "${SKIP_EVENTS:-0}" != "1" ]; then
   echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"
 fi
 echo "api peak RSS: $RSS_MB MB (target <= 32 MB)"
+echo "$FLOOD_RESULT" | sed -n '1p;2p;$p' 
 echo "whole run: $SECONDS s (target < 480 s)"

@@ -10,20 +10,33 @@ use serde::de::DeserializeOwned;
 
 use crate::{ApiContext, ApiError};
 
-/// A JSON body; malformed JSON, a wrong type or a missing field is a 422, a body over `MAX_BODY_BYTES` a 413.
+/// A JSON object body; malformed JSON, anything but an object (serde would read a struct from an array), a
+/// wrong type or a missing field is a 422, a body over `MAX_BODY_BYTES` a 413.
 pub struct Json<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<ApiContext> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, ctx: &ApiContext) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, ctx).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge(ctx.settings.limits.max_body_bytes))
-            }
-            Err(rejection) => Err(ApiError::Validation(json_detail(&rejection))),
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| v == "application/json" || v.ends_with("+json"));
+        if !json_type {
+            return Err(ApiError::Validation(
+                "Expected a JSON body with Content-Type: application/json".into(),
+            ));
         }
+        let RawBody(body) = RawBody::from_request(req, ctx).await?;
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::Validation("Invalid request body: expected a JSON object".into()));
+        }
+        axum::Json::<T>::from_bytes(&body)
+            .map(|axum::Json(value)| Json(value))
+            .map_err(|rejection| ApiError::Validation(json_detail(&rejection)))
     }
 }
 

@@ -231,6 +231,14 @@ impl<'de> Deserialize<'de> for ProductRef {
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
                 ProductRef::parse(v).map_err(E::custom)
             }
+            /// `1.0` is the integer 1 in JSON Schema: accepted as an id when it is whole.
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                if v.fract() == 0.0 && (1.0..9.0e15).contains(&v) {
+                    self.visit_i64(v as i64)
+                } else {
+                    Err(E::custom(format!("product id must be a positive integer, got {v}")))
+                }
+            }
         }
         d.deserialize_any(Visitor)
     }
@@ -266,6 +274,34 @@ impl ProductRef {
             Err("product id must be a positive integer".into())
         }
     }
+}
+
+/// `is_printable_text` as the API description states it (a JSON Schema pattern).
+pub const PRINTABLE_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
+/// The same, for text that must not be blank (it is trimmed, then must keep a character).
+pub const PRINTABLE_NONBLANK_PATTERN: &str =
+    "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
+
+/// Reads a whole number that a JSON client may have written as `3` or `3.0` (JSON Schema's `integer`
+/// admits both), refusing fractions and values outside `i32`.
+pub fn whole_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
+    use serde::de::Error;
+    let value = serde_json::Number::deserialize(d)?;
+    let whole = match (value.as_i64(), value.as_f64()) {
+        (Some(n), _) => Some(n),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| D::Error::custom(format!("expected a whole number within 32 bits, got {value}")))
+}
+
+pub fn whole_i32_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    use serde::Deserialize;
+    Option::<serde_json::Value>::deserialize(d)?
+        .map(|v| whole_i32(v).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// The one rule for free text a client sends (names, categories, ids, labels): no control characters

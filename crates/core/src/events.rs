@@ -75,7 +75,11 @@ pub struct MarketEvent {
     pub traceparent: Option<String>,
 }
 
-/// An event as sent, every field optional and unchecked; `validate` makes it a `MarketEvent`.
+/// The event id rule, as the API description states it.
+pub const EVENT_ID_PATTERN: &str = "^[A-Za-z0-9_:.-]{1,200}$";
+
+/// An event as sent, every field optional and unchecked; `validate` makes it a `MarketEvent`. How the
+/// API description states the rules is `MarketEventForms` in the api.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct MarketEventDraft {
     pub event_id: Option<String>,
@@ -117,8 +121,9 @@ impl MarketEventDraft {
     /// model's market range for the two signal types (and none for `recalculate`), a scope (`category` or
     /// `product_ids`) for signals, and sane lengths. A missing `event_id` becomes `default_id`.
     pub fn validate(self, default_id: impl FnOnce() -> String) -> Result<MarketEvent, InvalidEvent> {
-        let event_type = match self.event_type.as_deref().map(str::trim) {
-            None | Some("") => MarketEventType::Recalculate,
+        // Taken as written (no trimming): the API description states these rules as exact patterns.
+        let event_type = match self.event_type.as_deref() {
+            None => MarketEventType::Recalculate,
             Some(t) => serde_json::from_value(serde_json::Value::String(t.to_string())).map_err(|_| {
                 invalid(
                     "event_type",
@@ -126,10 +131,18 @@ impl MarketEventDraft {
                 )
             })?,
         };
-        let event_id = match text("event_id", self.event_id, 200)? {
-            Some(id) if id.chars().all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c)) => id,
+        let event_id = match self.event_id {
+            Some(id)
+                if (1..=200).contains(&id.len())
+                    && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_:.".contains(c)) =>
+            {
+                id
+            }
             Some(_) => {
-                return Err(invalid("event_id", "may hold only letters, digits, '-', '_', ':' and '.'"))
+                return Err(invalid(
+                    "event_id",
+                    "must be 1 to 200 letters, digits, '-', '_', ':' or '.' (EVENT_ID_PATTERN)",
+                ))
             }
             None => default_id(),
         };

@@ -9,7 +9,7 @@ use axum::{
 };
 use pricing_core::{
     db::market_events::{self, MarketEventRecord, STATUSES},
-    domain::Page,
+    domain::{Page, ProductRef},
     events::{MarketEvent, MarketEventDraft},
     telemetry,
 };
@@ -38,6 +38,119 @@ struct EventAccepted {
     channel: String,
 }
 
+/// How the API description states an event: a recalculation (optionally scoped), or a market signal for a
+/// category or for products, each closed (`additionalProperties: false`). Never deserialized: `draft_from`
+/// reads the body and `MarketEventDraft::validate` applies the same rules.
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum MarketEventForms {
+    Recalculation(RecalculationEvent),
+    CategorySignal(CategorySignal),
+    ProductSignal(ProductSignal),
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+enum RecalculateType {
+    #[serde(rename = "recalculate")]
+    Recalculate,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[allow(dead_code)]
+enum SignalType {
+    #[serde(rename = "competitor_price")]
+    CompetitorPrice,
+    #[serde(rename = "demand_shock")]
+    DemandShock,
+}
+
+/// A recalculation: of everything, or of a category or some products.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct RecalculationEvent {
+    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    event_id: Option<String>,
+    event_type: Option<RecalculateType>,
+    #[schema(
+        max_length = 100,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    category: Option<String>,
+    #[schema(max_items = 1000)]
+    product_ids: Option<Vec<ProductRef>>,
+    #[schema(
+        max_length = 255,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    source: Option<String>,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(
+        max_length = 128,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    traceparent: Option<String>,
+}
+
+/// A market signal for a category (and, optionally, some products).
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct CategorySignal {
+    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    event_id: Option<String>,
+    event_type: SignalType,
+    /// The market part of the price, between 0.5 and 2.0.
+    #[schema(minimum = 0.5, maximum = 2.0)]
+    multiplier: f64,
+    #[schema(
+        max_length = 100,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    category: String,
+    #[schema(max_items = 1000)]
+    product_ids: Option<Vec<ProductRef>>,
+    #[schema(
+        max_length = 255,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    source: Option<String>,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(
+        max_length = 128,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    traceparent: Option<String>,
+}
+
+/// A market signal for some products.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ProductSignal {
+    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    event_id: Option<String>,
+    event_type: SignalType,
+    /// The market part of the price, between 0.5 and 2.0.
+    #[schema(minimum = 0.5, maximum = 2.0)]
+    multiplier: f64,
+    #[schema(min_items = 1, max_items = 1000)]
+    product_ids: Vec<ProductRef>,
+    #[schema(
+        max_length = 255,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    source: Option<String>,
+    occurred_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[schema(
+        max_length = 128,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
+    traceparent: Option<String>,
+}
+
 /// Reads the optional body: none, empty or `null` is a full recalculation, as the old service had it.
 fn draft_from(body: &[u8]) -> ApiResult<MarketEventDraft> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -57,7 +170,7 @@ fn draft_from(body: &[u8]) -> ApiResult<MarketEventDraft> {
 
 /// Publishes a market event (no body: a full recalculation). Retrying with the same `event_id` publishes nothing new.
 #[utoipa::path(post, path = "/publish-market-event", operation_id = "publish_market_event", tag = "market events",
-    request_body(content = Option<MarketEventDraft>, description = "The event; every field optional"),
+    request_body(content = Option<MarketEventForms>, description = "The event; none (or `null`) is a full recalculation"),
     security(("bearer" = [])),
     responses((status = 202, description = "Accepted", body = EventAccepted)))]
 async fn publish(

@@ -25,12 +25,15 @@ struct PriceRequest {
     product_id: ProductRef,
     /// Defaults to `DEFAULT_LOCATION`.
     /// The ship-to region; defaults to the token's `location`, else `DEFAULT_LOCATION`.
-    #[schema(max_length = 32)]
+    #[schema(
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     user_location: Option<String>,
     /// Accepted for older clients; only a verified token's `member` claim grants the member price.
     #[serde(default)]
     #[allow(dead_code)]
-    is_prime_member: bool,
+    is_prime_member: Option<bool>,
     /// Accepted for older clients and ignored: a quote is bound to the token's `sub` (or to guests).
     #[schema(value_type = Option<String>)]
     #[allow(dead_code)]

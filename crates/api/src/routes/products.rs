@@ -39,30 +39,44 @@ struct CreateProduct {
     /// Letters, digits, `-`, `_` or `.`, not digits only; generated when absent.
     #[schema(pattern = "^(?![0-9]+$)[A-Za-z0-9._-]{1,64}$")]
     sku: Option<String>,
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        max_length = 255,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     name: String,
     /// `general` when absent.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        max_length = 100,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     category: Option<String>,
     /// The list price the pricing model starts from: above 0, at most 2 decimal places.
     #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     #[serde(deserialize_with = "money::from_json_text")]
     price: Decimal,
     #[schema(minimum = 0)]
+    #[serde(deserialize_with = "pricing_core::domain::whole_i32")]
     stock: i32,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateProduct {
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(
+        max_length = 255,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     name: Option<String>,
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        max_length = 100,
+        pattern = "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     category: Option<String>,
     #[schema(exclusive_minimum = 0, maximum = 9_999_999_999.99, multiple_of = 0.01)]
     #[serde(default, deserialize_with = "money::from_json_text_opt")]
     price: Option<Decimal>,
     #[schema(minimum = 0)]
+    #[serde(default, deserialize_with = "pricing_core::domain::whole_i32_opt")]
     stock: Option<i32>,
 }
 
@@ -152,6 +166,10 @@ async fn list(
 ) -> ApiResult<axum::Json<Page<ProductView>>> {
     let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
     let search = match params.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        // No product's name holds such characters (names with them are refused): nothing matches.
+        Some(s) if !pricing_core::domain::is_printable_text(s) => {
+            return Ok(axum::Json(Page::new(vec![], 0, page, page_size)));
+        }
         Some(s) => Some(text_field("search", s, 1, ctx.settings.limits.max_text_len)?),
         None => None,
     };

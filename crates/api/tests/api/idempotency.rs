@@ -53,7 +53,7 @@ async fn the_same_key_with_a_different_request_is_refused_and_changes_nothing() 
     let first = order_with_key(&app, "k-2", &json!({ "product_id": id, "quantity": 1 })).await;
     assert_eq!(first.status(), StatusCode::CREATED);
     let other = order_with_key(&app, "k-2", &json!({ "product_id": id, "quantity": 3 })).await;
-    assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(other.status(), StatusCode::CONFLICT);
     let detail = other.json::<Value>().await.unwrap()["detail"].as_str().unwrap().to_string();
     assert!(detail.contains("Idempotency-Key") && detail.contains("different request"), "{detail}");
     assert_eq!(order_count(&app).await, 1);

@@ -272,7 +272,8 @@ impl Placed {
 fn replayed(claim: Claim, key: &IdempotencyKey) -> Result<Placed> {
     match claim {
         Claim::Replay(order) => Ok(Placed { order: *order, replayed: true, access_token: None }),
-        _ => Err(Error::Validation(format!(
+        // 409: the request is well formed; it conflicts with the first one sent under this key.
+        _ => Err(Error::Conflict(format!(
             "Idempotency-Key {} was already used with a different request; use a new key for a new order",
             key.key
         ))),

@@ -25,6 +25,7 @@ pub(super) struct CreateOrder {
     product_id: Option<ProductRef>,
     /// With `product_id`; 1 when absent.
     #[schema(minimum = 1, maximum = 10_000)]
+    #[serde(default, deserialize_with = "pricing_core::domain::whole_i32_opt")]
     quantity: Option<i32>,
     /// With `product_id`: the quote to honour (its signed token), and the unit price the customer saw.
     #[schema(max_length = 1024)]
@@ -34,11 +35,14 @@ pub(super) struct CreateOrder {
     expected_unit_price: Option<Decimal>,
     /// The ship-to region, for the dynamic price of lines without a quote (default: the token's
     /// `location`, else `DEFAULT_LOCATION`).
-    #[schema(max_length = 32)]
+    #[schema(
+        max_length = 32,
+        pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$"
+    )]
     user_location: Option<String>,
     /// Accepted for older clients; only a verified token's `member` claim grants the member price.
     #[serde(default)]
-    is_prime_member: bool,
+    is_prime_member: Option<bool>,
     #[schema(min_items = 1, max_items = 100)]
     items: Option<Vec<LineInput>>,
     #[schema(min_items = 1, max_items = 100)]
@@ -57,6 +61,7 @@ pub(super) struct CreateOrder {
 pub(super) struct LineInput {
     product_id: ProductRef,
     #[schema(minimum = 1, maximum = 10_000)]
+    #[serde(deserialize_with = "pricing_core::domain::whole_i32")]
     quantity: i32,
     #[schema(max_length = 1024)]
     quote_id: Option<String>,
@@ -129,16 +134,16 @@ impl CreateOrder {
         for price in lines.iter().filter_map(|l| l.expected_unit_price) {
             money::validate_price("expected_unit_price", price).map_err(ApiError::Validation)?;
         }
-        if self.expected_total.is_some() && self.total_amount.is_some() {
-            return Err(ApiError::Validation("send expected_total or total_amount, not both".into()));
+        for (field, total) in [("expected_total", self.expected_total), ("total_amount", self.total_amount)] {
+            if let Some(total) = total {
+                money::validate_amount(field, total).map_err(ApiError::Validation)?;
+            }
         }
-        let (field, expected_total) = match (self.expected_total, self.total_amount) {
-            (Some(total), _) => ("expected_total", Some(total)),
-            (None, total) => ("total_amount", total),
+        // Both names for the total the customer saw: the lower one holds (never charge more than either).
+        let expected_total = match (self.expected_total, self.total_amount) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
-        if let Some(total) = expected_total {
-            money::validate_amount(field, total).map_err(ApiError::Validation)?;
-        }
         let buyer = caller.buyer(label);
         let idempotency = key.map(|k| IdempotencyKey::new(k, &buyer, &canonical));
         let inputs = caller.pricing_inputs(self.user_location.as_deref());
@@ -154,14 +159,49 @@ impl CreateOrder {
     }
 }
 
-/// A guest's label: text, or a number as the older clients sent (`{"user_id": 1}`).
-#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
+/// A guest's label: text, or a number as the older clients sent (`{"user_id": 1}`; `1.0` is the same
+/// integer in JSON Schema).
+#[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub(super) enum UserLabel {
-    #[schema(value_type = String)]
     Text(String),
     Number(i64),
 }
+
+impl<'de> Deserialize<'de> for UserLabel {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(text) => Ok(UserLabel::Text(text)),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+                .map(UserLabel::Number)
+                .ok_or_else(|| D::Error::custom(format!("user_id must be text or a whole number, got {n}"))),
+            other => Err(D::Error::custom(format!("user_id must be text or a whole number, got {other}"))),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for UserLabel {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(255))
+                    .pattern(Some(pricing_core::domain::PRINTABLE_NONBLANK_PATTERN)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )))
+            .description(Some("A guest's label for themselves: it grants nothing"))
+            .into()
+    }
+}
+
+impl ToSchema for UserLabel {}
 
 impl UserLabel {
     fn text(&self) -> String {
