@@ -12,6 +12,7 @@
 #   SKIP_EVENTS=1 bench/run.sh     # skip the market-event figures
 #   SKIP_TRACING=1 bench/run.sh    # skip the trace-export overhead figures
 #   SKIP_FLOOD=1 bench/run.sh      # skip the 5,000-connection flood
+#   SKIP_LIMITS_COST=1 bench/run.sh # skip the limits on/off comparison
 #   ORDER_DURATION=20 bench/run.sh # a shorter sustained spread-order run (default 60 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -296,6 +297,14 @@ if [ "${SKIP_FLOOD:-0}" != "1" ]; then
   kill "$FLOOD_PID" 2>/dev/null || true
 fi
 
+# --- what the limits cost ---------------------------------------------------------------------------------------
+LIMITS_COST="skipped"
+if [ "${SKIP_LIMITS_COST:-0}" != "1" ]; then
+  echo "== the edge's limits on and off (bench/limits_cost.sh)"
+  LIMITS_COST=$(bench/limits_cost.sh 2>/dev/null | tail -1 || true)
+  echo "   $LIMITS_COST"
+fi
+
 # --- summary ----------------------------------------------------------------------------------------------------
 echo
 echo "== summary (ratio = our figure / the machine's ceiling measured above; bare = bench/ceiling, one Redis GET"
@@ -333,5 +342,6 @@ if [ "${SKIP_EVENTS:-0}" != "1" ]; then
   echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"
 fi
 echo "api peak RSS: $RSS_MB MB (target <= 32 MB)"
-echo "$FLOOD_RESULT" | sed -n '1p;2p;$p' 
+echo "$FLOOD_RESULT" | sed -n '1p;2p;$p'
+echo "$LIMITS_COST"
 echo "whole run: $SECONDS s (target < 480 s)"

@@ -38,7 +38,15 @@ pub struct Admission {
     trusted_proxies: Vec<IpNet>,
 }
 
-type Limiter = DefaultKeyedRateLimiter<String>;
+type Limiter = DefaultKeyedRateLimiter<Client>;
+
+/// Whose budget a request spends (a guest's address costs no allocation per request).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Client {
+    Shopper(String),
+    AdminToken,
+    Address(Option<IpAddr>),
+}
 
 /// Which budget a request spends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,12 +143,9 @@ pub async fn admit(State(ctx): State<ApiContext>, mut request: Request, next: Ne
     if let Some(class) = Class::of(request.method(), request.uri().path()) {
         if let Some(limiter) = admission.limiter(class) {
             let key = match &caller {
-                Ok(Caller::Shopper(s)) => format!("sub:{}", s.sub),
-                Ok(Caller::Operator) => "admin-token".to_string(),
-                _ => format!(
-                    "ip:{}",
-                    admission.client_ip(&request).map(|ip| ip.to_string()).unwrap_or_default()
-                ),
+                Ok(Caller::Shopper(s)) => Client::Shopper(s.sub.clone()),
+                Ok(Caller::Operator) => Client::AdminToken,
+                _ => Client::Address(admission.client_ip(&request)),
             };
             if let Err(not_until) = limiter.check_key(&key) {
                 metrics::counter!(names::HTTP_RATE_LIMITED, "class" => class.as_str()).increment(1);
