@@ -46,13 +46,7 @@ pub fn validate_amount(field: &str, amount: Decimal) -> Result<(), String> {
     if amount < Decimal::ZERO {
         return Err(format!("{field} must not be negative"));
     }
-    if amount.normalize().scale() > 2 {
-        return Err(format!("{field} must have at most 2 decimal places"));
-    }
-    if amount > MAX_AMOUNT {
-        return Err(format!("{field} must be at most {MAX_AMOUNT}"));
-    }
-    Ok(())
+    within_cents_and_range(field, amount)
 }
 
 /// Checks a price a client sent: positive, at most two decimals, within the column's range.
@@ -60,10 +54,15 @@ pub fn validate_price(field: &str, price: Decimal) -> Result<(), String> {
     if price <= Decimal::ZERO {
         return Err(format!("{field} must be greater than 0"));
     }
-    if price.normalize().scale() > 2 {
+    within_cents_and_range(field, price)
+}
+
+/// The rules every amount shares: whole cents, and what `NUMERIC(12,2)` holds.
+fn within_cents_and_range(field: &str, amount: Decimal) -> Result<(), String> {
+    if amount.normalize().scale() > 2 {
         return Err(format!("{field} must have at most 2 decimal places"));
     }
-    if price > MAX_AMOUNT {
+    if amount > MAX_AMOUNT {
         return Err(format!("{field} must be at most {MAX_AMOUNT}"));
     }
     Ok(())
