@@ -85,13 +85,13 @@ pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: 
     telemetry::parent_from(&span, job.stamp().traceparent.as_deref());
     telemetry::record_ids(&span);
     if let Some(waited) = waited {
-        metrics::histogram!(names::JOB_QUEUE_WAIT, "job" => J::QUEUE).record(waited.as_secs_f64());
+        metrics::histogram!(names::JOB_QUEUE_WAIT, "job_name" => J::QUEUE).record(waited.as_secs_f64());
     }
     let started = std::time::Instant::now();
     let outcome = run.instrument(span.clone()).await;
     span.record("job.outcome", outcome.as_str());
-    metrics::histogram!(names::JOB_DURATION, "job" => J::QUEUE).record(started.elapsed().as_secs_f64());
-    metrics::counter!(names::JOBS, "job" => J::QUEUE, "outcome" => outcome.as_str()).increment(1);
+    metrics::histogram!(names::JOB_DURATION, "job_name" => J::QUEUE).record(started.elapsed().as_secs_f64());
+    metrics::counter!(names::JOBS, "job_name" => J::QUEUE, "outcome" => outcome.as_str()).increment(1);
     outcome
 }
 
@@ -239,7 +239,7 @@ impl<J: Job> JobQueue<J> {
             .push_all(futures::stream::iter(tasks))
             .await
             .map_err(|e| Error::Queue(e.to_string()))?;
-        metrics::counter!(names::JOBS, "job" => J::QUEUE, "outcome" => "enqueued").increment(count);
+        metrics::counter!(names::JOBS, "job_name" => J::QUEUE, "outcome" => "enqueued").increment(count);
         Ok(())
     }
 

@@ -104,12 +104,12 @@ async fn every_binary_serves_valid_metrics_and_each_counter_moves_with_its_actio
     assert!(moved("price_cache_requests_total", &["result=\"hit\""]) >= 1.0);
     assert!(moved("price_computations_total", &[]) >= 1.0);
     assert!(moved("orders_total", &["status=\"pending\""]) >= 1.0);
-    assert!(moved("jobs_total", &["job=\"process_order\"", "outcome=\"enqueued\""]) >= 1.0);
+    assert!(moved("jobs_total", &["job_name=\"process_order\"", "outcome=\"enqueued\""]) >= 1.0);
     // One recorder per process: the worker's and the listener's counters are in the same registry here,
     // and in production each binary's /metrics shows its own.
-    assert!(value(&worker, "jobs_total", &["job=\"process_order\"", "outcome=\"succeeded\""]) >= 1.0);
-    assert!(value(&worker, "job_queue_wait_seconds_count", &["job=\"process_order\""]) >= 1.0);
-    assert!(value(&worker, "job_duration_seconds_count", &["job=\"process_order\""]) >= 1.0);
+    assert!(value(&worker, "jobs_total", &["job_name=\"process_order\"", "outcome=\"succeeded\""]) >= 1.0);
+    assert!(value(&worker, "job_queue_wait_seconds_count", &["job_name=\"process_order\""]) >= 1.0);
+    assert!(value(&worker, "job_duration_seconds_count", &["job_name=\"process_order\""]) >= 1.0);
     assert!(value(&worker, "orders_total", &["status=\"completed\""]) >= 1.0);
     assert!(value(&listener_text, "market_events_total", &["outcome=\"applied\""]) >= 1.0);
     for name in ["job_queue_depth", "db_pool_connections", "redis_connections", "otel_spans_dropped_total"] {
