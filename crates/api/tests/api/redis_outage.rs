@@ -75,30 +75,49 @@ async fn with_redis_down_quotes_reads_and_orders_keep_their_speed_and_recover_af
     let cached = format!("/api/v1/products/{id}/cached");
     assert_eq!(app.get(&cached).await.status(), StatusCode::OK);
 
+    // A warm pool, as a running service has: opening a connection (SCRAM, in a debug build) is not what
+    // this test measures.
+    let row = format!("/api/v1/products/{id}");
+    let warm = (0..10).map(|_| app.get(&row));
+    futures::future::join_all(warm).await;
     proxy.cut();
     // The first command to find Redis gone opens the circuit.
     app.post("/api/v1/price", &json!({ "product_id": id })).await;
-    let (mut quotes, mut reads, mut orders, mut order_ids) = (vec![], vec![], vec![], vec![]);
-    for i in 0..60 {
-        let started = Instant::now();
-        let res = app.post("/api/v1/price", &json!({ "product_id": id })).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        quotes.push(started.elapsed());
-        let started = Instant::now();
-        assert_eq!(app.get(&cached).await.status(), StatusCode::OK);
-        reads.push(started.elapsed());
-        if i % 3 == 0 {
-            let started = Instant::now();
-            let res = app.order(id, 1).await;
-            assert_eq!(res.status(), StatusCode::CREATED);
-            orders.push(started.elapsed());
-            order_ids.push(res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap());
+    // Under load: eight clients at once, each quoting, reading and ordering.
+    let client = |n: usize| {
+        let (app, cached) = (&app, &cached);
+        async move {
+            let (mut quotes, mut reads, mut orders, mut ids) = (vec![], vec![], vec![], vec![]);
+            for i in 0..15 {
+                let started = Instant::now();
+                let res = app.post("/api/v1/price", &json!({ "product_id": id })).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                quotes.push(started.elapsed());
+                let started = Instant::now();
+                assert_eq!(app.get(cached).await.status(), StatusCode::OK);
+                reads.push(started.elapsed());
+                if (i + n) % 3 == 0 {
+                    let started = Instant::now();
+                    let res = app.order(id, 1).await;
+                    assert_eq!(res.status(), StatusCode::CREATED);
+                    orders.push(started.elapsed());
+                    ids.push(res.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap());
+                }
+            }
+            (quotes, reads, orders, ids)
         }
+    };
+    let (mut quotes, mut reads, mut orders, mut order_ids) = (vec![], vec![], vec![], vec![]);
+    for (q, r, o, ids) in futures::future::join_all((0..8).map(client)).await {
+        quotes.extend(q);
+        reads.extend(r);
+        orders.extend(o);
+        order_ids.extend(ids);
     }
     let (quote_p99, read_p99, order_p99) = (p99(quotes), p99(reads), p99(orders));
     eprintln!("Redis down: p99 quote {quote_p99:?}, cached read {read_p99:?}, order {order_p99:?}");
     for (what, p99) in [("quote", quote_p99), ("cached read", read_p99), ("order", order_p99)] {
-        assert!(p99 < Duration::from_millis(250), "{what} p99 {p99:?} with Redis down");
+        assert!(p99 < Duration::from_millis(100), "{what} p99 {p99:?} with Redis down");
     }
     let ready = app.get("/api/v1/health/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
