@@ -233,10 +233,9 @@ impl<'de> Deserialize<'de> for ProductRef {
             }
             /// `1.0` is the integer 1 in JSON Schema: accepted as an id when it is whole.
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                if v.fract() == 0.0 && (1.0..9.0e15).contains(&v) {
-                    self.visit_i64(v as i64)
-                } else {
-                    Err(E::custom(format!("product id must be a positive integer, got {v}")))
+                match whole_float(v) {
+                    Some(id) => self.visit_i64(id),
+                    None => Err(E::custom(format!("product id must be a positive integer, got {v}"))),
                 }
             }
         }
@@ -282,17 +281,22 @@ pub const PRINTABLE_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\
 pub const PRINTABLE_NONBLANK_PATTERN: &str =
     "^(?=.*\\S)[^\\u0000-\\u001F\\u007F-\\u009F\\u202A-\\u202E\\u2066-\\u2069]*$";
 
-/// Reads a whole number that a JSON client may have written as `3` or `3.0` (JSON Schema's `integer`
-/// admits both), refusing fractions and values outside `i32`.
+/// The integer a JSON number stands for, written `3` or `3.0` (JSON Schema's `integer` admits both);
+/// `None` for a fraction or a float too large to be exact. The one rule for "whole number" in a body.
+pub fn whole_number(value: &serde_json::Number) -> Option<i64> {
+    value.as_i64().or_else(|| whole_float(value.as_f64()?))
+}
+
+/// `v` as an integer when it is whole and exact (below 2^53).
+pub fn whole_float(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() < 9.0e15).then_some(v as i64)
+}
+
+/// Reads a whole number (`whole_number`) within `i32`.
 pub fn whole_i32<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i32, D::Error> {
     use serde::de::Error;
     let value = serde_json::Number::deserialize(d)?;
-    let whole = match (value.as_i64(), value.as_f64()) {
-        (Some(n), _) => Some(n),
-        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 1e15 => Some(f as i64),
-        _ => None,
-    };
-    whole
+    whole_number(&value)
         .and_then(|n| i32::try_from(n).ok())
         .ok_or_else(|| D::Error::custom(format!("expected a whole number within 32 bits, got {value}")))
 }

@@ -17,28 +17,22 @@ pub fn round_cents(amount: Decimal) -> Decimal {
 /// have made it `12.0`. Use with `#[serde(deserialize_with = "money::from_json_text")]`, or `..._opt` with
 /// `#[serde(default)]` for an optional field.
 pub fn from_json_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
-    use serde::{de::Error, Deserialize};
-    let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
-    let text = raw.get().trim();
-    let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-    parse_amount(text).map_err(D::Error::custom)
+    from_json_text_opt(d)?
+        .ok_or_else(|| serde::de::Error::custom("expected an amount such as 19.99, got null"))
 }
 
 pub fn from_json_text_opt<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> {
     use serde::{de::Error, Deserialize};
     let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
-    if raw.get().trim() == "null" {
+    let text = raw.get().trim();
+    if text == "null" {
         return Ok(None);
     }
-    let text = raw.get().trim();
     let text = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
-    parse_amount(text).map(Some).map_err(D::Error::custom)
-}
-
-fn parse_amount(text: &str) -> Result<Decimal, String> {
     Decimal::from_str_exact(text)
         .or_else(|_| Decimal::from_scientific(text))
-        .map_err(|_| format!("expected an amount such as 19.99, got {text}"))
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("expected an amount such as 19.99, got {text}")))
 }
 
 /// Checks an amount a client sent (a total it saw): not negative, at most two decimals, within range.

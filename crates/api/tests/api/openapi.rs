@@ -146,3 +146,41 @@ async fn the_docs_page_lists_the_operations_in_headless_chromium_offline() {
         assert!(dom.contains(&format!("/{id}\"")), "the page does not list {name} ({id})");
     }
 }
+
+/// Every pattern the description states is one of the rules' own constants: a schema attribute must be a
+/// literal, so this is what keeps the copies equal to the rule the server applies.
+#[tokio::test]
+async fn every_pattern_in_the_description_is_a_rule_of_the_code() {
+    use pricing_core::{domain, events};
+    let app = spawn_app().await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    fn patterns(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("pattern", Value::String(p)) => out.push(p.clone()),
+                        _ => patterns(value, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|i| patterns(i, out)),
+            _ => {}
+        }
+    }
+    let mut found = vec![];
+    patterns(&spec, &mut found);
+    let rules = [
+        domain::PRINTABLE_PATTERN,
+        domain::PRINTABLE_NONBLANK_PATTERN,
+        domain::SKU_PATTERN,
+        events::EVENT_ID_PATTERN,
+    ];
+    let others = ["^[!-~]{1,255}$", "^(received|applied|dead_letter)$"];
+    for pattern in &found {
+        assert!(rules.contains(&pattern.as_str()) || others.contains(&pattern.as_str()), "{pattern}");
+    }
+    for rule in rules {
+        assert!(found.iter().any(|p| p == rule), "{rule} is stated nowhere");
+    }
+}

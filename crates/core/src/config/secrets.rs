@@ -46,7 +46,7 @@ pub struct Secrets {
     pub jwt_leeway: Duration,
 }
 
-/// What each secret is called, for messages: (variable, what it is for).
+/// The variables of the three secrets, as messages name them.
 const ADMIN: &str = "ADMIN_TOKEN";
 const QUOTE: &str = "QUOTE_SIGNING_KEY";
 const JWT: &str = "JWT_HS256_SECRET";

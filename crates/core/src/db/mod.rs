@@ -52,8 +52,14 @@ pub async fn connect(settings: &Settings, commits: Commits) -> anyhow::Result<Pg
 }
 
 /// Applies the migrations in `migrations/` (embedded at build time). Safe to run from several processes.
+/// A migration may rewrite a large table: it runs on a connection without `DATABASE_STATEMENT_TIMEOUT_MS`
+/// (`RESET` gives the connection its configured limit back before it returns to the pool).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::migrate!("../../migrations").run(pool).await?;
+    let mut conn = pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0").execute(&mut *conn).await?;
+    let migrated = sqlx::migrate!("../../migrations").run(&mut *conn).await;
+    sqlx::query("RESET statement_timeout").execute(&mut *conn).await?;
+    migrated?;
     Ok(())
 }
 

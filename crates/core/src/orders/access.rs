@@ -17,13 +17,6 @@ pub struct OrderAccess {
     pub token_hash: Option<Vec<u8>>,
 }
 
-impl OrderAccess {
-    /// Every order: for admins and the service's own steps.
-    pub fn admin() -> Self {
-        Self { admin: true, ..Self::default() }
-    }
-}
-
 /// A new order access token: the value for the client, and the digest to store.
 pub fn new_access_token() -> (String, Vec<u8>) {
     let bytes: [u8; 32] = rand::random();

@@ -173,9 +173,7 @@ impl<'de> Deserialize<'de> for UserLabel {
         use serde::de::Error;
         match serde_json::Value::deserialize(d)? {
             serde_json::Value::String(text) => Ok(UserLabel::Text(text)),
-            serde_json::Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15).map(|f| f as i64))
+            serde_json::Value::Number(n) => pricing_core::domain::whole_number(&n)
                 .map(UserLabel::Number)
                 .ok_or_else(|| D::Error::custom(format!("user_id must be text or a whole number, got {n}"))),
             other => Err(D::Error::custom(format!("user_id must be text or a whole number, got {other}"))),
