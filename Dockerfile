@@ -23,5 +23,5 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /out/ /usr/local/bin/
 USER pricing
 ENV API_ADDR=0.0.0.0:8000 LOG_FORMAT=json
-EXPOSE 8000 8002
+EXPOSE 8000 8001 8002
 CMD ["pricing-api", "serve"]

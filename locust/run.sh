@@ -9,6 +9,14 @@
 #   LOCUST_USERS=200 LOCUST_SPAWN_RATE=50 LOCUST_RUN_TIME=30s locust/run.sh
 #   LOCUST_PROCESSES=2 locust/run.sh                # locust forks 2 load-generating processes (one core each)
 #
+# Against a stack that is already running (e.g. `docker compose up`): --host URL. Nothing is built, started or
+# dropped; the api must have its seeded products (P-100 ...), and their stock is raised to SEED_STOCK through
+# the admin api (PUT /api/v1/products/{id}) so no order fails for lack of stock. ADMIN_TOKEN and
+# JWT_HS256_SECRET must be the stack's own (shoppers sign their tokens with the secret):
+#   export ADMIN_TOKEN="$(docker compose exec -T api cat /run/pricing-secrets/admin_token)"
+#   export JWT_HS256_SECRET="$(docker compose exec -T api cat /run/pricing-secrets/jwt_hs256_secret)"
+#   locust/run.sh --host http://localhost:8000
+#
 # Other switches: SEED_PRODUCTS (1000), SEED_STOCK (1000000000: orders must never fail for lack of stock),
 # HOT_PRODUCTS (50), P95_LIMIT_MS (50), ADMIN_TOKEN, QUOTE_SIGNING_KEY and JWT_HS256_SECRET (fixed test values), SKIP_SERVICES=1 (bring your own
 # PostgreSQL/Redis: LOCUST_PG_URL, REDIS_URL), LOCUST_OUT (where results go; default target/locust/<time>).
@@ -18,6 +26,21 @@
 # run, the business outcomes (409s, replays), the worker's and listener's backlog, and who used the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+HOST=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --host) [ $# -ge 2 ] || { echo "locust/run.sh: --host needs a URL" >&2; exit 2; }; HOST="$2"; shift 2 ;;
+    --host=*) HOST="${1#--host=}"; shift ;;
+    *) echo "locust/run.sh: unknown argument $1 (the only one is --host URL; the rest are environment variables, see the top of this file)" >&2; exit 2 ;;
+  esac
+done
+HOST="${HOST%/}"
+if [ -n "$HOST" ]; then
+  for var in ADMIN_TOKEN JWT_HS256_SECRET; do
+    [ -n "${!var:-}" ] || { echo "locust/run.sh: --host needs the stack's $var (see the top of this file: docker compose exec -T api cat /run/pricing-secrets/...)" >&2; exit 2; }
+  done
+fi
 
 USERS="${LOCUST_USERS:-500}"
 SPAWN_RATE="${LOCUST_SPAWN_RATE:-100}"
@@ -53,6 +76,56 @@ fi
 PY="$VENV/bin/python"
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ beside the locustfile in the work tree
 
+pids=()
+LOCUST_PID=
+TOP_PID=
+API_PID= WORKER_PID= LISTENER_PID=
+if [ -n "$HOST" ]; then
+# --- an external stack: wait for it, raise the seeded products' stock ------------------------------------------------
+URL="$HOST"
+log "against $URL (nothing built or started here)"
+ready=0
+for _ in $(seq 1 150); do
+  curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 && { ready=1; break; }
+  sleep 0.2
+done
+[ "$ready" = 1 ] || { log "$URL/api/v1/health/ready does not answer 200"; exit 1; }
+log "stock of the $SEED_PRODUCTS seeded products (P-100 ...) raised to $SEED_STOCK through the admin api"
+"$PY" - "$URL" "$SEED_PRODUCTS" "$SEED_STOCK" <<'EOF'
+import json, os, sys, time, urllib.error, urllib.request
+url, count, stock = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+admin = {"Authorization": f"Bearer {os.environ['ADMIN_TOKEN']}", "Content-Type": "application/json"}
+def call(method, path, body=None, headers=None):
+    for _ in range(100):  # the admin rate limit (RATE_LIMIT_ADMIN_*) answers 429 with Retry-After: wait, retry
+        req = urllib.request.Request(url + path, method=method, headers=headers or {},
+                                     data=None if body is None else json.dumps(body).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            if e.code != 429:
+                sys.exit(f"{method} {path}: {e.code} {e.read()[:200]!r}")
+            time.sleep(float(e.headers.get("Retry-After") or 1))
+    sys.exit(f"{method} {path}: still rate-limited")
+found, page = {}, 1
+while len(found) < count:
+    items = call("GET", f"/api/v1/products?page={page}&page_size=100").get("items", [])
+    if not items:
+        break
+    for p in items:
+        sku = str(p.get("sku", ""))
+        if sku.startswith("P-") and sku[2:].isdigit() and 100 <= int(sku[2:]) < 100 + count:
+            found[sku] = p
+    page += 1
+if len(found) < count:
+    sys.exit(f"found {len(found)} of the {count} seeded products P-100 ... on {url}: seed them first "
+             f"(docker compose run --rm seed, or pricing-api seed --products {count})")
+low = [p for p in found.values() if p["stock"] < stock]
+for p in low:
+    call("PUT", f"/api/v1/products/{p['id']}", {"stock": stock}, admin)
+print(f"[locust/run] {len(low)} raised, {count - len(low)} already had {stock}", file=sys.stderr)
+EOF
+else
 # --- build, services, fresh data -------------------------------------------------------------------------------------
 if [ "${SKIP_BUILD:-0}" != "1" ]; then
   log "cargo build --release"
@@ -91,10 +164,8 @@ EOF
 read -r API_PORT WORKER_PORT LISTENER_PORT < <(free_ports 3) || true
 [ -n "${LISTENER_PORT:-}" ] || { log "no 3 free ports in 8200-8249"; exit 1; }
 URL="http://127.0.0.1:$API_PORT"
+fi
 
-pids=()
-LOCUST_PID=
-TOP_PID=
 stop_top() { # the sampler, if the run was shorter than its 25 s: it, then its sleep or top (by pid)
   [ -n "${TOP_PID:-}" ] || return 0
   local kids; kids=$(pgrep -P "$TOP_PID" || true)
@@ -115,6 +186,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+if [ -z "$HOST" ]; then
 API_ADDR="127.0.0.1:$API_PORT" ./target/release/pricing-api serve > "$OUT/api.log" 2>&1 &
 API_PID=$!; pids+=("$API_PID")
 WORKER_ADDR="127.0.0.1:$WORKER_PORT" ./target/release/pricing-worker > "$OUT/worker.log" 2>&1 &
@@ -132,9 +204,10 @@ for _ in $(seq 1 150); do
   sleep 0.2
 done
 [ "$ready" = 1 ] || { log "not ready after 30 s; logs in $OUT"; exit 1; }
+fi
 
 # --- the run -----------------------------------------------------------------------------------------------------------
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; } # user + system, in clock ticks
+cpu_ticks() { [ -n "$1" ] || { echo 0; return; }; awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; } # user + system, in clock ticks; 0 with --host
 machine() { awk '/^cpu / { busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6 }' /proc/stat; }
 HZ=$(getconf CLK_TCK)
 declare -A before
@@ -205,7 +278,11 @@ fi
 [ -s "$OUT/outcomes.json" ] && echo "== business outcomes counted, not failures (outcomes.json): $(tr -d '\n ' < "$OUT/outcomes.json")"
 echo "== after the run: orders/metrics $ORDER_METRICS"
 echo "   market events: $EVENTS; api 5xx answers (its /metrics): $SERVER_5XX"
-echo "== CPU over the run (${WALL} s wall, $(nproc) cores): machine ${MACHINE_BUSY}% busy; CPU seconds: locust $LOCUST_CPU, api $API_CPU, worker $WORKER_CPU, listener $LISTENER_CPU, everything else (PostgreSQL, Redis, other work on the machine) $OTHER_CPU"
+if [ -n "$HOST" ]; then
+  echo "== CPU over the run (${WALL} s wall, $(nproc) cores): machine ${MACHINE_BUSY}% busy; CPU seconds: locust $LOCUST_CPU, everything else (the stack at $HOST if it runs on this machine, other work) $OTHER_CPU"
+else
+  echo "== CPU over the run (${WALL} s wall, $(nproc) cores): machine ${MACHINE_BUSY}% busy; CPU seconds: locust $LOCUST_CPU, api $API_CPU, worker $WORKER_CPU, listener $LISTENER_CPU, everything else (PostgreSQL, Redis, other work on the machine) $OTHER_CPU"
+fi
 if [ -s "$OUT/top.txt" ]; then echo "   busiest processes 20-25 s into the run (top):"; sed 's/^/   /' "$OUT/top.txt"; fi
 CPU_WARNINGS=$(grep -c "CPU usage above" "$OUT/locust.log" || true)
 if [ "$CPU_WARNINGS" -gt 0 ]; then

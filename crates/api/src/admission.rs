@@ -83,6 +83,11 @@ impl Class {
 
 impl Admission {
     pub fn new(edge: &Edge) -> Self {
+        // Exported from the start, so the dashboard and alerts see a 0 rather than no series.
+        metrics::counter!(names::HTTP_SHED).increment(0);
+        for class in [Class::Reads, Class::Orders, Class::Admin] {
+            metrics::counter!(names::HTTP_RATE_LIMITED, "class" => class.as_str()).increment(0);
+        }
         let limiter = |limit: RateLimit| {
             let per_second = NonZeroU32::new(limit.per_second)?;
             let burst = NonZeroU32::new(limit.burst).unwrap_or(per_second);

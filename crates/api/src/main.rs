@@ -78,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", sign_hs256(secret.expose_secret(), &claims)?);
         return Ok(());
     }
-    let _telemetry = telemetry::init("pricing-api", &settings.log_filter, &settings.log_format);
+    let _telemetry = telemetry::init("pricing-api", &settings);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Listening for SIGTERM before the connections are made: a stop during start-up is a clean exit.

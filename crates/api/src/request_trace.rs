@@ -1,13 +1,16 @@
 //! The server span of each request: named `METHOD /route/template`, with the OpenTelemetry semantic
 //! attributes (`http.request.method`, `http.route`, `http.response.status_code`), a child of the caller's
 //! span when the request carries a W3C `traceparent`, and carrying the request's `X-Request-Id` and its
-//! `trace_id`, so every log line written while handling it can be found from either.
+//! `trace_id`, so every log line written while handling it can be found from either. The handler runs in
+//! the caller's OpenTelemetry context (`in_caller_context`), so with export off the caller's
+//! `traceparent` still reaches the jobs and events the request creates.
 
 use std::time::Duration;
 
 use axum::{
     extract::{MatchedPath, Request},
     http::Response,
+    middleware::Next,
 };
 use pricing_core::telemetry;
 use tracing::{field::Empty, Span};
@@ -34,4 +37,11 @@ pub fn make_span<B>(request: &Request<B>) -> Span {
 
 pub fn on_response<B>(response: &Response<B>, _latency: Duration, span: &Span) {
     span.record("http.response.status_code", response.status().as_u16());
+}
+
+/// Runs the rest of the request in the caller's trace context (`telemetry::within_caller`).
+pub async fn in_caller_context(request: Request, next: Next) -> axum::response::Response {
+    let caller =
+        request.headers().get("traceparent").and_then(|v| v.to_str().ok()).map(telemetry::context_from);
+    telemetry::within_caller(caller, next.run(request)).await
 }

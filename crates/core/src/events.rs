@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -70,8 +71,10 @@ pub struct MarketEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     pub occurred_at: DateTime<Utc>,
-    /// W3C trace context of the publisher, so the listener's work joins its trace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// W3C trace context of the publisher, so the listener's work joins its trace. Always written (`null`
+    /// when there is none), so a reader can tell a publisher without trace context from a message format
+    /// that lacks the field.
+    #[serde(default)]
     pub traceparent: Option<String>,
 }
 
@@ -234,6 +237,17 @@ impl MarketEvent {
     }
 }
 
+/// The most undelivered entries `EventStream::backlog` counts one by one when Redis cannot tell.
+const BACKLOG_COUNT_MAX: usize = 10_000;
+
+/// What `EventStream::backlog` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamBacklog {
+    pub entries: u64,
+    pub pending: u64,
+    pub lag: u64,
+}
+
 /// Appending events to the stream and announcing them on the channel.
 #[derive(Clone)]
 pub struct EventStream {
@@ -247,7 +261,7 @@ impl EventStream {
     }
 
     /// `XADD` (bounded with `MAXLEN ~`) and `PUBLISH` of each event, in one pipeline.
-    #[tracing::instrument(name = "stream append", skip_all, fields(db.system = "redis", events = events.len()))]
+    #[tracing::instrument(name = "stream append", skip_all, fields(db.system.name = "redis", events = events.len()))]
     pub async fn append(&self, events: &[MarketEvent]) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -273,13 +287,42 @@ impl EventStream {
         Ok(())
     }
 
+    /// How far the listeners are behind: the stream's entries, and of the consumer group the entries
+    /// delivered but not yet acknowledged (`pending`) and not yet delivered (`lag`). Zeros before the
+    /// stream exists.
+    pub async fn backlog(&self) -> Result<StreamBacklog> {
+        let key = self.cache.keys.market_events();
+        let mut conn = self.cache.conn().await?;
+        let entries: u64 = conn.xlen(&key).await?;
+        if entries == 0 {
+            return Ok(StreamBacklog { entries, pending: 0, lag: 0 });
+        }
+        let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&key).await?;
+        let Some(group) = groups.groups.into_iter().find(|g| g.name == CONSUMER_GROUP) else {
+            // No listener has joined yet: everything waits.
+            return Ok(StreamBacklog { entries, pending: 0, lag: entries });
+        };
+        let lag = match group.lag {
+            Some(lag) => lag as u64,
+            // Redis cannot tell (a trim or deletion since the group's position): count what follows the
+            // last delivered entry, up to a bound.
+            None => {
+                let after = format!("({}", group.last_delivered_id);
+                let ids: redis::streams::StreamRangeReply =
+                    conn.xrange_count(&key, after, "+", BACKLOG_COUNT_MAX).await?;
+                ids.ids.len() as u64
+            }
+        };
+        Ok(StreamBacklog { entries, pending: group.pending as u64, lag })
+    }
+
     /// Whether a channel message is one the api already appended to the stream.
     pub fn already_appended(message: &serde_json::Value) -> bool {
         message.get(APPENDED_MARK).and_then(serde_json::Value::as_bool) == Some(true)
     }
 
     /// Copies an entry that could not be understood to `{prefix}:market_events:dead`, with the reason.
-    #[tracing::instrument(name = "dead letter", skip_all, fields(db.system = "redis", entry = entry_id))]
+    #[tracing::instrument(name = "dead letter", skip_all, fields(db.system.name = "redis", entry = entry_id))]
     pub async fn dead_letter(
         &self,
         entry_id: &str,

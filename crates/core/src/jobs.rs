@@ -34,13 +34,16 @@ pub trait Job:
 }
 
 /// What every job carries besides its payload: when it was put on the queue (ms since the epoch; 0 if
-/// unknown), for the queue-wait metric, and the trace it continues. `JobQueue::enqueue` stamps it.
+/// unknown), for the queue-wait metric, the trace it continues, and for a job enqueued again by the
+/// sweeper the trace it was first enqueued in (its run links to it). `JobQueue::enqueue` stamps it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
     #[serde(default)]
     pub enqueued_at_ms: i64,
     #[serde(default)]
     pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// How one run of a job ended, as `jobs_total{outcome}` counts it.
@@ -83,6 +86,7 @@ pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: 
         span_id = tracing::field::Empty,
     );
     telemetry::parent_from(&span, job.stamp().traceparent.as_deref());
+    telemetry::link_to(&span, job.stamp().origin.as_deref());
     telemetry::record_ids(&span);
     if let Some(waited) = waited {
         metrics::histogram!(names::JOB_QUEUE_WAIT, "job_name" => J::QUEUE).record(waited.as_secs_f64());
@@ -95,9 +99,15 @@ pub async fn measured<J: Job, F: std::future::Future<Output = JobOutcome>>(job: 
     outcome
 }
 
-/// A job stamped as enqueued now, in the current span's trace (the worker's run of it continues that trace).
-pub fn stamped<J: Job>(mut job: J) -> J {
-    *job.stamp_mut() = Stamp { enqueued_at_ms: now_ms(), traceparent: telemetry::current_traceparent() };
+/// A job stamped as enqueued now, in the current trace (the worker's run of it continues that trace).
+pub fn stamped<J: Job>(job: J) -> J {
+    stamped_in(job, telemetry::current_traceparent())
+}
+
+/// A job stamped as enqueued now, continuing the trace `traceparent` names.
+pub fn stamped_in<J: Job>(mut job: J, traceparent: Option<String>) -> J {
+    let origin = job.stamp_mut().origin.take();
+    *job.stamp_mut() = Stamp { enqueued_at_ms: now_ms(), traceparent, origin };
     job
 }
 
@@ -116,6 +126,11 @@ pub struct ProcessOrder {
 impl ProcessOrder {
     pub fn new(order_id: i64) -> Self {
         Self { order_id, stamp: Stamp::default() }
+    }
+
+    /// The job of an order whose first job was lost, linked to the trace that placed the order (`origin`).
+    pub fn again(order_id: i64, origin: Option<String>) -> Self {
+        Self { order_id, stamp: Stamp { origin, ..Stamp::default() } }
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn try_acquire(cache: &Cache, key: &str, ttl: Duration) -> Result<Opti
 }
 
 /// The same, naming what the lock is taken for (`holder` tells it to others); the token stays unique.
-#[tracing::instrument(name = "lock acquire", skip(cache, ttl), fields(db.system = "redis"))]
+#[tracing::instrument(name = "lock acquire", skip(cache, ttl), fields(db.system.name = "redis"))]
 pub async fn try_acquire_for(
     cache: &Cache,
     key: &str,
@@ -44,11 +44,14 @@ pub async fn try_acquire_for(
         .conditional_set(redis::ExistenceCheck::NX)
         .with_expiration(redis::SetExpiry::PX(ttl.as_millis() as u64));
     let taken: Option<String> = cache.conn().await?.set_options(key, &token, options).await?;
-    // The lock's name without the deployment prefix: a bounded label.
-    let lock = key.rsplit(':').next().unwrap_or(key).to_string();
     let result = if taken.is_some() { "acquired" } else { "busy" };
-    metrics::counter!(names::LOCK_ACQUISITIONS, "lock" => lock, "result" => result).increment(1);
+    metrics::counter!(names::LOCK_ACQUISITIONS, "lock" => label(key), "result" => result).increment(1);
     Ok(taken.map(|_| Lease { key: key.to_string(), token, ttl }))
+}
+
+/// The lock's name without the deployment prefix: a bounded label.
+fn label(key: &str) -> String {
+    key.rsplit(':').next().unwrap_or(key).to_string()
 }
 
 /// What the current holder took the lock for (`try_acquire_for`), if anyone holds it.
@@ -80,7 +83,8 @@ impl Lease {
     }
 
     /// Renews the lease every third of its length until `stop` is cancelled. If renewal shows the lock
-    /// was lost, cancels `lost` so the holder stops working.
+    /// was lost, cancels `lost` so the holder stops working. Meanwhile `lock_held_seconds` tells how long
+    /// the lock has been held, and a lost lease is counted (`lock_leases_lost_total`).
     pub fn keep_alive(
         self: Arc<Self>,
         cache: Cache,
@@ -89,17 +93,23 @@ impl Lease {
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let period = self.ttl / 3;
+            let since = std::time::Instant::now();
+            let held = metrics::gauge!(names::LOCK_HELD, "lock" => label(&self.key));
+            // Exported from the first hold on, so an alert on it sees a 0 rather than no series.
+            metrics::counter!(names::LOCK_LEASES_LOST, "lock" => label(&self.key)).increment(0);
             loop {
+                held.set(since.elapsed().as_secs_f64());
                 tokio::select! {
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return held.set(0.0),
                     _ = tokio::time::sleep(period) => {}
                 }
                 match self.renew(&cache).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::error!(key = %self.key, "lock lost: its lease ran out before renewal");
+                        metrics::counter!(names::LOCK_LEASES_LOST, "lock" => label(&self.key)).increment(1);
                         lost.cancel();
-                        return;
+                        return held.set(0.0);
                     }
                     // A transient error: the lease still has two thirds left; try again next period.
                     Err(e) => tracing::warn!(key = %self.key, error = %e, "lock renewal failed"),

@@ -33,6 +33,13 @@ pub mod names {
     pub const LISTENER_CLAIMED: &str = "listener_claimed_entries_total";
     pub const LISTENER_RESENT: &str = "listener_resent_events_total";
     pub const LISTENER_BRIDGED: &str = "listener_bridged_messages_total";
+    pub const LISTENER_STREAM_ENTRIES: &str = "listener_stream_entries";
+    pub const LISTENER_PENDING: &str = "listener_pending_entries";
+    pub const LISTENER_LAG: &str = "listener_lag_entries";
+    pub const ORDERS_STUCK: &str = "orders_stuck";
+    pub const RECALC_PROGRESS: &str = "recalculation_progress_ratio";
+    pub const LOCK_HELD: &str = "lock_held_seconds";
+    pub const LOCK_LEASES_LOST: &str = "lock_leases_lost_total";
 }
 
 /// Latency buckets in seconds: 100 us .. 10 s.
@@ -134,4 +141,27 @@ fn describe() {
     describe_counter!(names::LISTENER_CLAIMED, "Stream entries claimed from silent listeners.");
     describe_counter!(names::LISTENER_RESENT, "Received events appended to the stream again.");
     describe_counter!(names::LISTENER_BRIDGED, "Channel messages moved into the stream.");
+    describe_gauge!(names::LISTENER_STREAM_ENTRIES, "Entries in the market-event stream (capped by MAXLEN).");
+    describe_gauge!(
+        names::LISTENER_PENDING,
+        "Market events delivered to a listener and not yet acknowledged (applied)."
+    );
+    describe_gauge!(names::LISTENER_LAG, "Market events in the stream not yet delivered to any listener.");
+    describe_gauge!(
+        names::ORDERS_STUCK,
+        "Orders in a status (pending, processing) unchanged for longer than ORDER_STALE_AFTER_SECS."
+    );
+    describe_gauge!(
+        names::RECALC_PROGRESS,
+        "Share of its products the running (or last) price recalculation has done, 0 to 1."
+    );
+    describe_gauge!(
+        names::LOCK_HELD,
+        Unit::Seconds,
+        "How long this process has held a lock, 0 while it holds none."
+    );
+    describe_counter!(
+        names::LOCK_LEASES_LOST,
+        "Locks whose lease ran out while their holder was still working (found at renewal)."
+    );
 }

@@ -1,10 +1,11 @@
 //! The listener's own small HTTP server: `/health` (200 while its loops run and its backends answer, 503
-//! naming what fails) and `/metrics` (Prometheus text from the recorder every binary installs).
+//! naming what fails) and `/metrics` (Prometheus text from the recorder every binary installs, with the
+//! stream's backlog read at each scrape).
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
-use pricing_core::prometheus;
+use pricing_core::prometheus::{self, names};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -54,5 +55,15 @@ async fn health(State(state): State<Arc<ListenerState>>) -> impl IntoResponse {
 
 async fn metrics(State(state): State<Arc<ListenerState>>) -> impl IntoResponse {
     prometheus::record_pool(&state.db);
+    // The stream's backlog, read at each scrape (two Redis calls); a failure leaves the last values.
+    match tokio::time::timeout(CHECK_TIMEOUT, state.events.backlog()).await {
+        Ok(Ok(backlog)) => {
+            metrics::gauge!(names::LISTENER_STREAM_ENTRIES).set(backlog.entries as f64);
+            metrics::gauge!(names::LISTENER_PENDING).set(backlog.pending as f64);
+            metrics::gauge!(names::LISTENER_LAG).set(backlog.lag as f64);
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "could not read the stream's backlog"),
+        Err(_) => tracing::debug!("reading the stream's backlog timed out"),
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], prometheus::render())
 }

@@ -19,7 +19,7 @@ struct Cli {}
 async fn main() -> anyhow::Result<()> {
     let _cli: Cli = cli::parse();
     let settings = Settings::from_env()?;
-    let _telemetry = telemetry::init("pricing-listener", &settings.log_filter, &settings.log_format);
+    let _telemetry = telemetry::init("pricing-listener", &settings);
     // Listening for SIGTERM before the connections are made: a stop during start-up is a clean exit too.
     let shutdown = shutdown::signal();
     Listener::build(settings).await?.run_until_stopped(shutdown).await

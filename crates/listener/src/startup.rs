@@ -43,6 +43,24 @@ pub enum Counted {
 }
 
 impl Counters {
+    /// Zeroed counters, each exported from the start (so the first dead letter is an increase an alert
+    /// sees, not a new series).
+    pub fn exported() -> Self {
+        let counters = Self::default();
+        for what in [
+            Counted::Applied,
+            Counted::Duplicate,
+            Counted::DeadLetter,
+            Counted::Batch,
+            Counted::Claimed,
+            Counted::Resent,
+            Counted::Bridged,
+        ] {
+            counters.add(what, 0);
+        }
+        counters
+    }
+
     pub fn add(&self, what: Counted, n: usize) {
         let (counter, name, outcome) = match what {
             Counted::Applied => (&self.applied, names::MARKET_EVENTS, Some("applied")),
@@ -103,7 +121,7 @@ impl Listener {
             cache,
             tasks,
             events,
-            counters: Counters::default(),
+            counters: Counters::exported(),
             consumer_beat: Mutex::new((Instant::now(), None)),
         });
         Ok(Self { state, http })

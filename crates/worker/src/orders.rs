@@ -19,6 +19,7 @@ use pricing_core::{
 };
 use rand::Rng;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 /// What happened to an order on one delivery of its job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,9 @@ impl OrderProcessor {
     pub async fn handle(&self, order_id: i64) -> Option<Outcome> {
         let tries = self.settings.order_max_attempts.max(1);
         for attempt in 1..=tries {
-            match self.process(order_id).await {
+            // Each try is a span of its own in the job's trace.
+            let span = tracing::info_span!("process order", order_id, attempt);
+            match self.process(order_id).instrument(span).await {
                 Ok(outcome) => return Some(outcome),
                 Err(e) if attempt < tries => {
                     let delay = backoff(attempt);
@@ -85,7 +88,6 @@ impl OrderProcessor {
         None
     }
 
-    #[tracing::instrument(skip(self))]
     pub async fn process(&self, order_id: i64) -> pricing_core::Result<Outcome> {
         let s = &self.settings;
         let Some(mut attempts) = self.claims.submit(order_id).await? else {
@@ -97,7 +99,8 @@ impl OrderProcessor {
             return self.fail(order_id, attempts, reason).await;
         }
         loop {
-            match self.fulfil().await {
+            // Each fulfilment attempt is a span of its own, numbered as PostgreSQL counts it.
+            match self.fulfil().instrument(tracing::info_span!("fulfil", attempt = attempts)).await {
                 Ok(()) => {
                     return Ok(if self.completions.submit((order_id, attempts)).await? {
                         tracing::info!(order_id, attempts, "order completed");

@@ -26,10 +26,12 @@ use pricing_core::{
     domain::ProductScope,
     lock,
     pricing::PricingService,
+    prometheus::names,
     retry, Error, Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +120,14 @@ impl Recalculator {
             tracing::info!(%task_id, attempt = task.attempts, from_product = task.cursor, "recalculation started");
             let (stop, lost) = (CancellationToken::new(), CancellationToken::new());
             let renewer = lease.clone().keep_alive(self.cache.clone(), stop.clone(), lost.clone());
-            let result = self.walk(task_id, &task.product_scope(), task.cursor, &lost).await;
+            // Each attempt is a span of its own in the task's trace.
+            let attempt = tracing::info_span!(
+                "recalculation attempt",
+                attempt = task.attempts,
+                from_product = task.cursor
+            );
+            let result =
+                self.walk(task_id, &task.product_scope(), task.cursor, &lost).instrument(attempt).await;
             stop.cancel();
             let _ = renewer.await;
             if let Err(e) = lease.release(&self.cache).await {
@@ -160,8 +169,12 @@ impl Recalculator {
         lost: &CancellationToken,
     ) -> pricing_core::Result<()> {
         let remaining = products::count_after(&self.db, scope, cursor).await?;
-        let done = tasks::get(&self.db, task_id).await?.processed;
-        tasks::set_total(&self.db, task_id, done + remaining).await?;
+        let mut done = tasks::get(&self.db, task_id).await?.processed;
+        let total = done + remaining;
+        tasks::set_total(&self.db, task_id, total).await?;
+        let progress = metrics::gauge!(names::RECALC_PROGRESS);
+        let share = move |done: i64| if total > 0 { done as f64 / total as f64 } else { 1.0 };
+        progress.set(share(done));
         let size = self.settings.recalc_batch_size;
         let (db, scope) = (self.db.clone(), scope.clone());
         let batches = stream::try_unfold(cursor, move |after| {
@@ -182,6 +195,8 @@ impl Recalculator {
                 return Err(Error::Unavailable("lost the recalculation lock".into()));
             }
             tasks::record_progress(&self.db, task_id, count, last_id).await?;
+            done += count;
+            progress.set(share(done));
         }
         Ok(())
     }

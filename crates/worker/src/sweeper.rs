@@ -3,14 +3,15 @@
 //! enqueue failed, Redis restarted empty, a worker died) and enqueues them again. It also keeps the queue
 //! healthy: promotes due jobs in bounded chunks (apalis' fetch script jams on a backlog of about 8,000;
 //! `promote_orders` does it for orders ten times a second) and deletes finished jobs' data, which apalis
-//! keeps forever.
+//! keeps forever. And it counts the orders stuck past that age (`orders_stuck`), for the alert.
 
 use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
     db,
     jobs::{self, OrderQueue, ProcessOrder, RecalculatePrices, TaskQueue},
-    Settings,
+    prometheus::names,
+    telemetry, Settings,
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -57,10 +58,11 @@ impl Sweeper {
         let stale_after = self.settings.order_stale_after;
         let mut requeued = 0;
         if room > 0 {
-            let ids = db::orders::take_stale(&self.db, stale_after, room as i64).await?;
-            requeued += ids.len();
-            let jobs = ids.into_iter().map(|id| jobs::stamped(ProcessOrder::new(id))).collect();
-            self.orders.push(jobs, false).await?;
+            let stale = db::orders::take_stale(&self.db, stale_after, room as i64).await?;
+            requeued += stale.len();
+            if !stale.is_empty() {
+                self.requeue(stale).await?;
+            }
         }
         for task_id in db::tasks::take_stale(&self.db, stale_after, 100).await? {
             self.tasks.enqueue(RecalculatePrices::new(task_id), false).await?;
@@ -70,8 +72,29 @@ impl Sweeper {
             // Re-pushed jobs land in the scheduled set; make them fetchable in bounded chunks too.
             promoted += self.orders.promote_due().await? + self.tasks.promote_due().await?;
         }
+        let (pending, processing) = db::orders::count_stuck(&self.db, stale_after).await?;
+        metrics::gauge!(names::ORDERS_STUCK, "status" => "pending").set(pending as f64);
+        metrics::gauge!(names::ORDERS_STUCK, "status" => "processing").set(processing as f64);
         let purged = self.orders.purge_finished(1_000).await? + self.tasks.purge_finished(100).await?;
         Ok(SweepReport { promoted, requeued, purged })
+    }
+}
+
+impl Sweeper {
+    /// Enqueues lost orders' jobs again, in a trace of the sweep's own: each job's run links to the trace
+    /// that placed its order (kept with the order in PostgreSQL), as does this span.
+    async fn requeue(&self, stale: Vec<(i64, Option<String>)>) -> pricing_core::Result<()> {
+        use tracing::Instrument;
+        let span = tracing::info_span!("requeue lost orders", otel.kind = "producer", orders = stale.len());
+        for (_, origin) in &stale {
+            telemetry::link_to(&span, origin.as_deref());
+        }
+        async {
+            let jobs = stale.into_iter().map(|(id, origin)| jobs::stamped(ProcessOrder::again(id, origin)));
+            self.orders.push(jobs.collect(), false).await
+        }
+        .instrument(span)
+        .await
     }
 }
 

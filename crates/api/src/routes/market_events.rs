@@ -2,11 +2,7 @@
 //! appends it to the Redis stream (announcing it on the channel too), then answers 202 at once; the
 //! `pricing-listener` applies it. `GET /api/v1/market-events[/{event_id}]` shows what became of them.
 
-use axum::{
-    extract::State,
-    http::{HeaderMap, StatusCode},
-    response::IntoResponse,
-};
+use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use pricing_core::{
     db::market_events::{self, MarketEventRecord, STATUSES},
     domain::{Page, ProductRef},
@@ -176,14 +172,13 @@ fn draft_from(body: &[u8]) -> ApiResult<MarketEventDraft> {
 async fn publish(
     _: Admin,
     State(ctx): State<ApiContext>,
-    headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> ApiResult<impl IntoResponse> {
     let mut draft = draft_from(&body)?;
     if draft.traceparent.is_none() {
-        // The request's own span (a child of the caller's): the listener's work continues this trace.
-        draft.traceparent = telemetry::current_traceparent()
-            .or_else(|| headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_string));
+        // The request's own span (a child of the caller's), or the caller's context with export off: the
+        // listener's work continues this trace.
+        draft.traceparent = telemetry::current_traceparent();
     }
     let event = draft.validate(MarketEvent::new_id).map_err(|e| ApiError::Validation(e.to_string()))?;
     if market_events::record(&ctx.db, &event).await? {

@@ -49,6 +49,7 @@ pub fn router(ctx: ApiContext) -> Router {
     crate::limits::apply(routes, &settings)
         .layer(axum::middleware::from_fn_with_state(ctx.clone(), crate::admission::admit))
         .layer(axum::middleware::from_fn(crate::metrics::track))
+        .layer(axum::middleware::from_fn(request_trace::in_caller_context))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_trace::make_span)

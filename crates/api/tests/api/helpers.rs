@@ -76,10 +76,10 @@ pub fn test_settings() -> Settings {
 }
 
 /// Logging for the whole test binary, set up once and kept until it exits.
-fn init_telemetry(filter: &str) {
+fn init_telemetry(settings: &Settings) {
     static TELEMETRY: std::sync::OnceLock<pricing_core::telemetry::TelemetryGuard> =
         std::sync::OnceLock::new();
-    TELEMETRY.get_or_init(|| pricing_core::telemetry::init("pricing-tests", filter, "text"));
+    TELEMETRY.get_or_init(|| pricing_core::telemetry::init("pricing-tests", settings));
 }
 
 /// The api with dynamic pricing held still (no location, demand or scarcity adjustment), so every line
@@ -100,7 +100,7 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = test_settings();
     configure(&mut settings);
-    init_telemetry(&settings.log_filter);
+    init_telemetry(&settings);
     let app = Application::build(settings.clone()).await.expect("build app");
     let port = app.port();
     let db = app.context().db.clone();

@@ -207,14 +207,14 @@ impl Cache {
 
     /// Reads a versioned value and tells a miss on an invalidated entry (with its version) from one on an
     /// absent entry.
-    #[tracing::instrument(name = "cache lookup", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache lookup", skip_all, fields(db.system.name = "redis"))]
     pub async fn lookup<T: DeserializeOwned>(&self, key: &str) -> Result<Lookup<T>> {
         let raw: Option<String> = self.conn().await?.get(key).await?;
         self.decode_entry(key, raw).await
     }
 
     /// Reads several entries in one round trip (`MGET`), raw; decode each with `decode_entry`.
-    #[tracing::instrument(name = "cache get many", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache get many", skip_all, fields(db.system.name = "redis"))]
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -250,7 +250,7 @@ impl Cache {
     }
 
     /// Writes `value` unless the cache already holds `version` or newer. Returns whether it wrote.
-    #[tracing::instrument(name = "cache set versioned", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache set versioned", skip_all, fields(db.system.name = "redis"))]
     pub async fn set_versioned<T: Serialize>(
         &self,
         key: &str,
@@ -272,7 +272,7 @@ impl Cache {
 
     /// Writes many versioned values in one pipeline of script calls, `KEYS_PER_CALL` keys each (the bulk
     /// recalculation). Returns how many were written.
-    #[tracing::instrument(name = "cache set versioned many", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache set versioned many", skip_all, fields(db.system.name = "redis"))]
     pub async fn set_versioned_many(
         &self,
         entries: &[(String, i64, String)],
@@ -303,7 +303,7 @@ impl Cache {
     /// of each (0: not a sale) for the demand multiplier; one script, one round trip. Best effort: a Redis
     /// failure is logged, and the versioned entries still refuse anything older than what PostgreSQL
     /// committed.
-    #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system.name = "redis"))]
     pub async fn products_changed(
         &self,
         products: &[(&crate::domain::Product, u32)],
@@ -337,7 +337,7 @@ impl Cache {
 
     /// Drops the pricing states of these products (a market signal changed them), so the next quote
     /// recomputes them. One pipeline.
-    #[tracing::instrument(name = "cache forget pricing", skip_all, fields(db.system = "redis"))]
+    #[tracing::instrument(name = "cache forget pricing", skip_all, fields(db.system.name = "redis"))]
     pub async fn forget_pricing(&self, product_ids: &[i64]) -> Result<()> {
         if product_ids.is_empty() {
             return Ok(());

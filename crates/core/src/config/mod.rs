@@ -104,6 +104,8 @@ pub struct Settings {
     pub log_filter: String,
     /// `json` for one JSON object per line, anything else for human-readable logs.
     pub log_format: String,
+    /// Which spans are exported (`OTEL_TRACES_FILTER`, `RUST_LOG` syntax), whatever the logs show.
+    pub traces_filter: String,
 }
 
 /// What one request may ask. Every cap answers with a JSON error naming it, and none is hidden in a handler.
@@ -213,6 +215,7 @@ pub const ENV_VARS: &[&str] = &[
     "SHUTDOWN_TIMEOUT",
     "RUST_LOG",
     "LOG_FORMAT",
+    "OTEL_TRACES_FILTER",
 ];
 
 /// Location multipliers used when `LOCATION_MULTIPLIERS` is not set.
@@ -291,8 +294,9 @@ impl Settings {
                 .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
             shutdown_timeout: Duration::from_secs(parse("SHUTDOWN_TIMEOUT", 25)?),
-            log_filter: var("RUST_LOG", "info,sqlx=warn"),
+            log_filter: filter("RUST_LOG", "info,sqlx=warn")?,
             log_format: var("LOG_FORMAT", "text"),
+            traces_filter: filter("OTEL_TRACES_FILTER", "info")?,
         })
     }
 }
@@ -304,6 +308,14 @@ fn list(name: &str) -> Vec<String> {
 
 fn var(name: &str, default: &str) -> String {
     env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// A filter in `RUST_LOG` syntax, checked now: a typo must stop start-up, not silence the logs or traces.
+fn filter(name: &str, default: &str) -> anyhow::Result<String> {
+    let spec = var(name, default);
+    crate::telemetry::check_filter(&spec)
+        .map_err(|e| anyhow::anyhow!("environment variable {name}={spec:?} is not a valid filter: {e}"))?;
+    Ok(spec)
 }
 
 fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>

@@ -21,7 +21,7 @@ pub enum Claim {
 
 /// Claims `key` for a request whose canonical form hashes to `request_hash`. Keys older than `ttl` count as
 /// unused.
-#[tracing::instrument(skip(tx, request_hash))]
+#[tracing::instrument(skip(tx, request_hash), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "idempotency_keys"))]
 pub async fn claim(
     tx: &mut Transaction<'_, Postgres>,
     key: &str,

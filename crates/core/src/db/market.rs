@@ -6,7 +6,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use crate::Result;
 
 /// Multipliers for a batch of products: `(product_id, multiplier)` for those that have one.
-#[tracing::instrument(skip(pool), fields(products = product_ids.len()))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "products", products = product_ids.len()))]
 pub async fn multipliers_for_products(pool: &PgPool, product_ids: &[i64]) -> Result<Vec<(i64, Decimal)>> {
     Ok(sqlx::query_as(concat!(
         "SELECT id, multiplier FROM (SELECT p.id, ",

@@ -34,7 +34,7 @@ macro_rules! event_columns {
 
 /// Records a new event as `received`. Returns `false` when its `event_id` was already known (a retried
 /// publish): nothing changes then.
-#[tracing::instrument(skip(pool, event), fields(event_id = %event.event_id))]
+#[tracing::instrument(skip(pool, event), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "market_events", event_id = %event.event_id))]
 pub async fn record(pool: &PgPool, event: &MarketEvent) -> Result<bool> {
     let inserted = sqlx::query(
         "INSERT INTO market_events (event_id, event_type, payload) VALUES ($1, $2, $3::jsonb)
@@ -85,7 +85,7 @@ pub async fn list(
 /// Inside the applying transaction: records the events not yet known (those that came only through Redis),
 /// then takes every one still `received` (row locks, in `event_id` order so two listeners never deadlock)
 /// and marks it `applied`. Returns the ids this transaction applies; the others were applied before.
-#[tracing::instrument(skip(tx, events), fields(events = events.len()))]
+#[tracing::instrument(skip(tx, events), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "market_events", events = events.len()))]
 pub async fn claim_for_apply(
     tx: &mut Transaction<'_, Postgres>,
     events: &[&MarketEvent],
@@ -145,7 +145,7 @@ pub async fn mark_dead(
 
 /// Events still `received` whose last append is older than `older_than` (Redis lost them, or the append
 /// failed), oldest first; marked as appended now so the next sweep does not take them again.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "market_events"))]
 pub async fn take_unapplied(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<MarketEvent>> {
     let payloads: Vec<sqlx::types::Json<MarketEvent>> = sqlx::query_scalar(
         "UPDATE market_events SET last_appended_at = now()

@@ -16,7 +16,7 @@ pub struct ProductWithMarket {
     pub market_multiplier: Option<rust_decimal::Decimal>,
 }
 
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "products"))]
 pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Product> {
     let sku = new.sku.clone().unwrap_or_else(generated_sku);
     sqlx::query_as::<_, Product>(concat!(
@@ -41,7 +41,7 @@ fn generated_sku() -> String {
     format!("SKU-{}", &uuid::Uuid::new_v4().simple().to_string()[..12].to_uppercase())
 }
 
-#[tracing::instrument(skip(db))]
+#[tracing::instrument(skip(db), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "products"))]
 pub async fn find(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Product>> {
     Ok(sqlx::query_as::<_, Product>(concat!("SELECT ", product_columns!(), " FROM products WHERE id = $1"))
         .bind(id)
@@ -54,7 +54,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Product> {
     find(db, id).await?.ok_or_else(|| Error::NotFound(format!("Product {id} not found")))
 }
 
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "products"))]
 pub async fn find_by_sku(pool: &PgPool, sku: &str) -> Result<Option<Product>> {
     Ok(sqlx::query_as::<_, Product>(concat!("SELECT ", product_columns!(), " FROM products WHERE sku = $1"))
         .bind(sku)
@@ -63,7 +63,7 @@ pub async fn find_by_sku(pool: &PgPool, sku: &str) -> Result<Option<Product>> {
 }
 
 /// One page of products, oldest first, optionally filtered by a case-insensitive name fragment.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "products"))]
 pub async fn list(pool: &PgPool, search: Option<&str>, page: i64, page_size: i64) -> Result<Page<Product>> {
     let pattern = search.map(|s| format!("%{}%", escape_like(s)));
     let items = sqlx::query_as::<_, Product>(concat!(
@@ -90,7 +90,7 @@ fn escape_like(s: &str) -> String {
 }
 
 /// Applies the given fields, leaving the others as they are.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "products"))]
 pub async fn update(pool: &PgPool, id: i64, changes: &ProductChanges) -> Result<Product> {
     sqlx::query_as::<_, Product>(concat!(
         "UPDATE products SET name = COALESCE($2, name), category = COALESCE($3, category),
@@ -109,7 +109,7 @@ pub async fn update(pool: &PgPool, id: i64, changes: &ProductChanges) -> Result<
 }
 
 /// Deletes a product that was never ordered. One with orders is refused: its orders must keep pointing at it.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "DELETE", db.collection.name = "products"))]
 pub async fn delete(pool: &PgPool, id: i64) -> Result<Product> {
     sqlx::query_as::<_, Product>(concat!("DELETE FROM products WHERE id = $1 RETURNING ", product_columns!()))
         .bind(id)
@@ -125,7 +125,7 @@ pub async fn delete(pool: &PgPool, id: i64) -> Result<Product> {
 }
 
 /// Creates demo products `P-100`, `P-101`, ... up to `count` of them; products that exist are left alone.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "products"))]
 pub async fn seed(pool: &PgPool, count: i64, stock: i32) -> Result<u64> {
     const CATEGORIES: &str = "{electronics,books,home,toys,grocery,sports,fashion,garden}";
     let result = sqlx::query(

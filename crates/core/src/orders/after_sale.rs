@@ -53,19 +53,19 @@ impl AfterSale {
     }
 
     /// After a sale's commit: its products (as committed, with the orders sold of each) refreshed in the
-    /// cache and counted for demand, and each of its `orders` enqueued. Each order comes with the span of
-    /// its request: its job is stamped there, so the worker's run of it continues that request's trace,
-    /// whichever request's commit sold it. Returns once the flush carrying this sale is done, or at
+    /// cache and counted for demand, and each of its `orders` enqueued. Each order comes with the trace
+    /// context of its request: its job carries it, so the worker's run of it continues that request's
+    /// trace, whichever request's commit sold it. Returns once the flush carrying this sale is done, or at
     /// `deadline` (the customer is answered then; the steps go on, and the sweeper covers a lost job).
     pub async fn sale_committed(
         &self,
         products: Vec<(Product, u32)>,
-        orders: Vec<(i64, tracing::Span)>,
+        orders: Vec<(i64, Option<String>)>,
         deadline: tokio::time::Instant,
     ) {
         let jobs = orders
             .into_iter()
-            .map(|(id, span)| span.in_scope(|| jobs::stamped(ProcessOrder::new(id))))
+            .map(|(id, traceparent)| jobs::stamped_in(ProcessOrder::new(id), traceparent))
             .collect();
         // Best effort, and its failures are logged by the flush: nothing to answer here.
         let flush = self.0.clone();

@@ -48,7 +48,7 @@ const SHARDS: usize = 4;
 
 /// One single-product order waiting for its batch.
 pub(super) struct Waiting {
-    /// The request's span: its order's wake-up job carries this trace, whichever request's batch sold it.
+    /// The request's span: the batch's work is traced in the first request's.
     pub span: tracing::Span,
     pub request: OrderRequest,
     pub owner: db::orders::OrderOwner,
@@ -250,7 +250,7 @@ impl GroupCommit {
         }
         db::orders::commit_sale(tx, deadline).await?;
 
-        let jobs = placed.iter().map(|(i, order)| (order.id, batch[*i].span.clone())).collect();
+        let jobs = placed.iter().map(|(i, order)| (order.id, batch[*i].owner.traceparent.clone())).collect();
         let sold = sale
             .products
             .into_iter()

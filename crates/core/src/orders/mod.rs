@@ -72,8 +72,11 @@ impl OrderService {
             true => new_access_token(),
             false => (String::new(), Vec::new()),
         };
-        let owner =
-            OrderOwner { buyer: request.buyer.clone(), access_token_hash: guest.then_some(token_hash) };
+        let owner = OrderOwner {
+            buyer: request.buyer.clone(),
+            access_token_hash: guest.then_some(token_hash),
+            traceparent: crate::telemetry::current_traceparent(),
+        };
         let mut placed = self.sell_once(request, owner.clone()).await?;
         if guest {
             if placed.replayed {
@@ -139,7 +142,7 @@ impl OrderService {
             Sold::Committed(order, products) => (order, products),
             Sold::Replayed(placed) => return Ok(placed),
         };
-        let jobs = vec![(order.id, tracing::Span::current())];
+        let jobs = vec![(order.id, owner.traceparent.clone())];
         let products = products.into_iter().map(|p| (p, 1)).collect();
         self.after_sale.sale_committed(products, jobs, deadline).await;
         Ok(Placed::new(order))

@@ -16,7 +16,7 @@ use crate::{
 use sqlx::PgPool;
 
 /// The order, if it exists and `access` reaches it (`None` otherwise: not yours reads as not there).
-#[tracing::instrument(skip(pool, access))]
+#[tracing::instrument(skip(pool, access), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "orders"))]
 pub async fn find(pool: &PgPool, id: i64, access: &OrderAccess) -> Result<Option<Order>> {
     let order = sqlx::query_as::<_, Order>(concat!(
         "SELECT ",
@@ -66,7 +66,7 @@ pub async fn add_access_token(pool: &PgPool, id: i64, token_hash: &[u8]) -> Resu
 
 /// One page of orders, newest first, optionally one shopper's (`owner`) and of one status. The total of
 /// all shoppers' orders comes from the counters table; one shopper's are counted (their index is small).
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "orders"))]
 pub async fn list(
     pool: &PgPool,
     owner: Option<&str>,
@@ -160,7 +160,7 @@ pub async fn oldest_pending(pool: &PgPool, limit: i64) -> Result<Vec<i64>> {
 }
 
 /// Counts by status and the average processing time, from the trigger-maintained `order_stats` table.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "order_stats"))]
 pub async fn stats(pool: &PgPool) -> Result<OrderStats> {
     let rows: Vec<(String, i64, f64)> = sqlx::query_as(
         "SELECT status, sum(orders)::bigint, sum(processing_seconds_total)::float8

@@ -12,7 +12,7 @@ use crate::{domain::Product, Result};
 /// (its worker died) longer than `stale_after` ago. Counts the delivery; returns, per id in `ids`' order,
 /// the new attempt count, which fences the later transitions, or `None` when there is nothing to do (a
 /// duplicate delivery). One statement for the whole batch.
-#[tracing::instrument(skip(pool, ids), fields(count = ids.len()))]
+#[tracing::instrument(skip(pool, ids), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders", count = ids.len()))]
 pub async fn claim(pool: &PgPool, ids: &[i64], stale_after: Duration) -> Result<Vec<Option<i32>>> {
     let taken: Vec<(i64, i32)> = sqlx::query_as(
         "UPDATE orders SET status = 'processing', attempts = attempts + 1, processing_started_at = now()
@@ -42,7 +42,7 @@ pub async fn record_retry(pool: &PgPool, id: i64, attempts: i32) -> Result<Optio
 
 /// `processing -> completed` for each `(id, attempts)`, only by the holder of that attempt. Returns, per
 /// pair in order, whether it happened. One statement for the whole batch.
-#[tracing::instrument(skip(pool, held), fields(count = held.len()))]
+#[tracing::instrument(skip(pool, held), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders", count = held.len()))]
 pub async fn complete(pool: &PgPool, held: &[(i64, i32)]) -> Result<Vec<bool>> {
     let (ids, attempts): (Vec<i64>, Vec<i32>) = held.iter().copied().unzip();
     let done: Vec<i64> = sqlx::query_scalar(
@@ -61,7 +61,7 @@ pub async fn complete(pool: &PgPool, held: &[(i64, i32)]) -> Result<Vec<bool>> {
 
 /// `processing -> failed` with the reason, giving the stock back in the same transaction. Returns the
 /// products whose stock changed, or `None` when the order was not ours to fail.
-#[tracing::instrument(skip(pool))]
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders"))]
 pub async fn fail(pool: &PgPool, id: i64, attempts: i32, reason: &str) -> Result<Option<Vec<Product>>> {
     let mut tx = pool.begin().await?;
     lock_products_of(&mut tx, id).await?;
@@ -84,19 +84,38 @@ pub async fn fail(pool: &PgPool, id: i64, attempts: i32, reason: &str) -> Result
 
 /// Unfinished orders whose last wake-up job is older than `older_than`, oldest first: the queue lost
 /// them, or their worker died. Marks them as enqueued now, so the next sweep does not pick them again.
-#[tracing::instrument(skip(pool))]
-pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
+/// Each comes with the trace context of the request that placed it.
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders"))]
+pub async fn take_stale(
+    pool: &PgPool,
+    older_than: Duration,
+    limit: i64,
+) -> Result<Vec<(i64, Option<String>)>> {
+    Ok(sqlx::query_as(
         "UPDATE orders SET last_enqueued_at = now()
          WHERE id IN (SELECT id FROM orders
                       WHERE status IN ('pending', 'processing')
                         AND last_enqueued_at < now() - make_interval(secs => $1)
                       ORDER BY last_enqueued_at LIMIT $2
                       FOR UPDATE SKIP LOCKED)
-         RETURNING id",
+         RETURNING id, traceparent",
     )
     .bind(older_than.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
+    .await?)
+}
+
+/// How many orders sit in `pending` and in `processing` with no change a client could see for longer than
+/// `older_than` (the sweeper re-enqueues those; staying stuck means processing is not happening).
+#[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "orders"))]
+pub async fn count_stuck(pool: &PgPool, older_than: Duration) -> Result<(i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'processing')
+         FROM orders
+         WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than.as_secs_f64())
+    .fetch_one(pool)
     .await?)
 }

@@ -66,7 +66,7 @@ pub async fn commit_sale(tx: Transaction<'_, Postgres>, deadline: tokio::time::I
 
 /// Locks the products in ascending id order (`FOR UPDATE`) and reads each with its market multiplier.
 /// Ids that name no product are simply absent from the result.
-#[tracing::instrument(skip(tx))]
+#[tracing::instrument(skip(tx), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "SELECT", db.collection.name = "products"))]
 pub async fn lock_for_sale(
     tx: &mut Transaction<'_, Postgres>,
     product_ids: &[i64],
@@ -85,7 +85,7 @@ pub async fn lock_for_sale(
 
 /// In one statement, while the rows are locked: decrements each item's stock, inserts the order with its
 /// total and its items. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
-#[tracing::instrument(skip(tx, items), fields(items = items.len()))]
+#[tracing::instrument(skip(tx, items), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "orders", items = items.len()))]
 pub async fn record_sale(
     tx: &mut Transaction<'_, Postgres>,
     owner: &OrderOwner,
@@ -105,8 +105,8 @@ pub async fn record_sale(
         locked_product_columns!(),
         "),
          placed AS (
-             INSERT INTO orders (user_id, guest_label, access_token_hashes, total_price)
-             VALUES ($3, $7, CASE WHEN $8::bytea IS NULL THEN NULL ELSE ARRAY[$8::bytea] END, $4)
+             INSERT INTO orders (user_id, guest_label, access_token_hashes, total_price, traceparent)
+             VALUES ($3, $7, CASE WHEN $8::bytea IS NULL THEN NULL ELSE ARRAY[$8::bytea] END, $4, $9)
              RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
@@ -123,6 +123,7 @@ pub async fn record_sale(
     .bind(&sources)
     .bind(owner.buyer.guest_label())
     .bind(owner.access_token_hash.as_deref())
+    .bind(owner.traceparent.as_deref())
     .fetch_all(&mut **tx)
     .await?;
     let (order_id, created_at) = sold
@@ -132,11 +133,13 @@ pub async fn record_sale(
     Ok(Sale { order_id, created_at, products: sold.into_iter().map(|s| s.product).collect() })
 }
 
-/// Whose an order is: the buyer, and for a guest the digest of their order access token.
+/// Whose an order is: the buyer, and for a guest the digest of their order access token; and the trace
+/// of the request that placed it (W3C `traceparent`), kept with the order for the jobs it gets later.
 #[derive(Debug, Clone)]
 pub struct OrderOwner {
     pub buyer: Buyer,
     pub access_token_hash: Option<Vec<u8>>,
+    pub traceparent: Option<String>,
 }
 
 /// One order of a group commit: its one line and its total.
@@ -155,7 +158,7 @@ pub struct BatchSale {
 /// In one statement, while the products' rows are locked: decrements each product's stock by its orders'
 /// quantities and inserts every order and its item. Ids are drawn in the batch's order, so the answer maps
 /// back to it. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
-#[tracing::instrument(skip(tx, orders), fields(orders = orders.len()))]
+#[tracing::instrument(skip(tx, orders), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "orders", orders = orders.len()))]
 pub async fn record_batch_sale(
     tx: &mut Transaction<'_, Postgres>,
     orders: &[BatchOrder],
@@ -164,6 +167,7 @@ pub async fn record_batch_sale(
     let users: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.user_id()).collect();
     let labels: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.guest_label()).collect();
     let hashes: Vec<Option<&[u8]>> = orders.iter().map(|o| o.owner.access_token_hash.as_deref()).collect();
+    let traces: Vec<Option<&str>> = orders.iter().map(|o| o.owner.traceparent.as_deref()).collect();
     let totals: Vec<Decimal> = orders.iter().map(|o| o.total).collect();
     let quantities: Vec<i32> = orders.iter().map(|o| o.item.quantity).collect();
     let prices: Vec<Decimal> = orders.iter().map(|o| o.item.unit_price).collect();
@@ -171,9 +175,9 @@ pub async fn record_batch_sale(
     let placed: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH input AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[],
-                                  $7::text[], $8::bytea[])
+                                  $7::text[], $8::bytea[], $9::text[])
                  WITH ORDINALITY AS t(product_id, user_id, total, quantity, unit_price, source, guest_label,
-                                      token_hash, ord)),
+                                      token_hash, traceparent, ord)),
          numbered AS MATERIALIZED (
              SELECT input.*, nextval(pg_get_serial_sequence('orders', 'id')) AS id FROM input ORDER BY ord),
          sold AS (
@@ -181,9 +185,10 @@ pub async fn record_batch_sale(
              FROM (SELECT product_id, sum(quantity) AS quantity FROM input GROUP BY product_id) s
              WHERE products.id = s.product_id),
          placed AS (
-             INSERT INTO orders (id, user_id, guest_label, access_token_hashes, total_price) OVERRIDING SYSTEM VALUE
+             INSERT INTO orders (id, user_id, guest_label, access_token_hashes, total_price, traceparent)
+             OVERRIDING SYSTEM VALUE
              SELECT id, user_id, guest_label, CASE WHEN token_hash IS NULL THEN NULL ELSE ARRAY[token_hash] END,
-                    total
+                    total, traceparent
              FROM numbered ORDER BY ord RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
@@ -198,6 +203,7 @@ pub async fn record_batch_sale(
     .bind(&sources)
     .bind(&labels)
     .bind(&hashes)
+    .bind(&traces)
     .fetch_all(&mut **tx)
     .await?;
     // The statement's own snapshot does not show its UPDATE; this one does.
@@ -213,7 +219,7 @@ pub async fn record_batch_sale(
 }
 
 /// Cancels a pending order that `access` reaches and puts its stock back, in one transaction.
-#[tracing::instrument(skip(pool, access))]
+#[tracing::instrument(skip(pool, access), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders"))]
 pub async fn cancel(pool: &PgPool, id: i64, access: &OrderAccess) -> Result<(Order, Vec<Product>)> {
     // Not reachable reads as not there, before any lock is taken.
     get(pool, id, access).await?;
