@@ -110,10 +110,14 @@ impl Stack {
         self.children.push((exe.to_string(), child));
     }
 
+    /// The value of a setting the stack's processes run with.
+    pub fn setting(&self, var: &str) -> String {
+        self.env.iter().rev().find(|(k, _)| k == var).expect("a set setting").1.clone()
+    }
+
     /// `http://` + the address a setting names (`WORKER_ADDR`, `LISTENER_ADDR`).
     pub fn url_of(&self, var: &str) -> String {
-        let addr = &self.env.iter().rev().find(|(k, _)| k == var).expect("a set address").1;
-        format!("http://{addr}")
+        format!("http://{}", self.setting(var))
     }
 
     /// What the process has logged so far (one JSON object per line).
