@@ -20,3 +20,4 @@ mod recalculation;
 mod redis_outage;
 mod robustness;
 mod seen_price;
+mod trace_context;
