@@ -84,16 +84,18 @@ impl ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Timeout(_)
-            | ApiError::Core(
-                Core::Database(_)
+            ApiError::Overloaded(_) | ApiError::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Core(
+                core @ (Core::Database(_)
                 | Core::Redis(_)
                 | Core::Queue(_)
                 | Core::Unavailable(_)
                 | Core::NotSold(_)
-                | Core::OutcomeUnknown(_),
-            ) => StatusCode::SERVICE_UNAVAILABLE,
+                | Core::OutcomeUnknown(_)),
+            ) => match core.is_outage() {
+                true => StatusCode::SERVICE_UNAVAILABLE,
+                false => StatusCode::INTERNAL_SERVER_ERROR,
+            },
         }
     }
 
@@ -122,6 +124,12 @@ impl ApiError {
                     current_price: Some(*current),
                     ..Default::default()
                 },
+                Core::Database(_) | Core::Redis(_) if !core.is_outage() => {
+                    // A bug, not an outage: the cause goes to the log (with the request's id, from its
+                    // span), never to the client, who must not retry it as if it would pass.
+                    tracing::error!(error = %core, "request failed: internal error");
+                    ErrorBody { detail: "Internal server error".into(), ..Default::default() }
+                }
                 Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_) => {
                     tracing::error!(error = %core, "request failed on a backing service");
                     let detail = match core {

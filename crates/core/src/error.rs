@@ -6,6 +6,21 @@ use rust_decimal::Decimal;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
+    /// Whether this is an outage (a backing service down, overloaded or timing out: retrying later can
+    /// succeed, 503) rather than a bug (a row that does not decode, a constraint no rule maps, a statement
+    /// PostgreSQL refuses: retrying cannot help, 500). The one place that tells them apart.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Database(e) => is_database_outage(e),
+            Error::Redis(e) => !matches!(
+                e.kind(),
+                redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType | redis::ErrorKind::Client
+            ),
+            Error::Queue(_) | Error::Unavailable(_) | Error::NotSold(_) | Error::OutcomeUnknown(_) => true,
+            _ => false,
+        }
+    }
+
     /// What a client may read about a failure recorded for it (a task's `error`): a stable sentence naming
     /// the kind of failure, never the driver's text (which can hold hosts, queries or keys); the cause
     /// itself goes to the log.
@@ -54,4 +69,19 @@ pub enum Error {
     /// the client must retry with the same `Idempotency-Key`, which replays the real result.
     #[error("{0}")]
     OutcomeUnknown(String),
+}
+
+/// PostgreSQL errors that say the server or the way to it is down, overloaded or out of time.
+fn is_database_outage(e: &sqlx::Error) -> bool {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::Protocol(_) | E::WorkerCrashed => true,
+        E::Database(db) => db.code().is_some_and(|code| {
+            // 08 connection exception, 53 insufficient resources, 57 operator intervention (statement
+            // timeout 57014, shutdown 57P01-57P03), 40 transaction rollback (serialization failure,
+            // deadlock: retryable), 55P03 lock not available (lock timeout).
+            ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class)) || code == "55P03"
+        }),
+        _ => false,
+    }
 }

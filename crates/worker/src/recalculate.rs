@@ -140,7 +140,8 @@ impl Recalculator {
                     tracing::info!(%task_id, processed, "recalculation succeeded");
                     return Ok(RecalcOutcome::Succeeded { processed });
                 }
-                Err(e) if is_transient(&e) && task.attempts < s.recalc_max_attempts => {
+                // Connection trouble and a lost lock pass; anything else (a bug, bad data) would fail again.
+                Err(e) if e.is_outage() && task.attempts < s.recalc_max_attempts => {
                     let delay = backoff(task.attempts);
                     tracing::warn!(%task_id, attempt = task.attempts, error = %e, ?delay, "recalculation failed; retrying");
                     tasks::record_retry(&self.db, task_id, &e.public_reason()).await?;
@@ -236,11 +237,6 @@ const DEMAND_SNAPSHOT_MAX: usize = 200_000;
 /// Waits for another run's lock before a partly done task gives up: with the 10 s backoff cap, minutes,
 /// longer than a whole run of a million products takes.
 const MAX_LOCK_WAITS: i32 = 30;
-
-/// Connection trouble and a lost lock pass; anything else (a bug, bad data) would fail again.
-fn is_transient(e: &Error) -> bool {
-    matches!(e, Error::Database(_) | Error::Redis(_) | Error::Unavailable(_))
-}
 
 /// Retries of a recalculation (and waits for another run's lock) take 200 ms, 400 ms ... at most 10 s.
 const RETRY_BASE: Duration = Duration::from_millis(200);

@@ -7,6 +7,7 @@ mod flash_sale;
 mod health;
 mod helpers;
 mod idempotency;
+mod internal_errors;
 mod limits;
 mod market_events;
 mod observability;
