@@ -59,7 +59,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli: Cli = cli::parse();
-    let settings = Settings::from_env()?;
+    let settings = cli::settings();
     if let Some(Command::Token { sub, member, location, admin, ttl_secs }) = cli.command {
         // Only the token on standard output, so `$(pricing-api token ...)` captures it.
         let secret = settings.secrets.jwt_hs256_secret.as_ref().ok_or_else(|| {

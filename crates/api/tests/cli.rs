@@ -26,6 +26,7 @@ async fn bad_command_lines_exit_2_naming_the_problem_and_create_nothing() {
     refused(EXE, &["seed", "--products", "many"], "--products");
     refused(EXE, &["seed", "--products", "0"], "--products");
     refused(EXE, &["seed", "--stock", "-5"], "--stock");
+    bad_settings_are_refused(EXE);
     assert!(!database_exists().await, "a refused command line created the database");
 }
 

@@ -1,10 +1,11 @@
 //! Command lines, the same way for every binary: parsed with `clap` before anything else happens, so
 //! `--help` and `--version` never read settings or open a connection, and a bad flag or value exits with
-//! status 2 and one line naming it before anything is created or changed.
+//! status 2 and one line naming it before anything is created or changed. A bad setting does the same
+//! (`settings`).
 
 use clap::Parser;
 
-use crate::config::ENV_VARS;
+use crate::{config::ENV_VARS, Settings};
 
 /// Parses this process's arguments into `C`; prints help or the version, or the error, and exits as
 /// described above.
@@ -18,6 +19,18 @@ pub fn parse<C: Parser>() -> C {
             let rendered = e.to_string();
             let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
             eprintln!("{first} (see --help)");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The settings from the environment (`Settings::from_env`); a bad one is printed, naming the variable and
+/// what it accepts, and the process exits with status 2 before anything is created or changed.
+pub fn settings() -> Settings {
+    match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("configuration error: {e:#}");
             std::process::exit(2);
         }
     }

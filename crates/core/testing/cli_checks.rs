@@ -62,3 +62,39 @@ pub async fn database_exists() -> bool {
         .await
         .unwrap()
 }
+
+/// Bad settings, each with what its error must name: the variable and the range or rule it broke.
+pub const BAD_SETTINGS: &[(&str, &str, &str)] = &[
+    ("LISTENER_BATCH_SIZE", "0", "must be between 1 and 10000"),
+    ("RECALC_BATCH_SIZE", "-5", "must be between 1 and 100000"),
+    ("ORDER_MAX_ATTEMPTS", "0", "must be between 1 and 100"),
+    ("RECALC_MAX_ATTEMPTS", "1000", "must be between 1 and 100"),
+    ("ORDER_FAILURE_RATE", "1.5", "must be between 0 and 1"),
+    ("WORKER_CONCURRENCY", "0", "must be between 1 and 100000"),
+    ("DATABASE_MAX_CONNECTIONS", "many", "is invalid"),
+    ("MEMBER_DISCOUNT", "1.5", "must be between 0 and 0.99"),
+    ("RECALC_LOCK_TTL_MS", "10", "must be between 300 and 3600000"),
+    ("DATABASE_SALE_CONNECTIONS", "500", "DATABASE_MAX_CONNECTIONS"),
+    ("PRICE_FLOOR_RATIO", "1.5", "must be between 0.01 and 1"),
+    ("SWEEP_INTERVAL_MS", "60000", "ORDER_STALE_AFTER_SECS"),
+    ("LISTENER_BLOCK_MS", "20000", "LISTENER_CLAIM_IDLE_MS"),
+    ("LOCATION_MULTIPLIERS", "NY=abc", "LOCATION_MULTIPLIERS"),
+    ("RUST_LOG", "info,[=", "RUST_LOG"),
+    ("OTEL_TRACES_FILTER", "info,[=", "OTEL_TRACES_FILTER"),
+];
+
+/// Each bad setting stops the binary with status 2 and a message naming it and what it accepts, before
+/// anything is created or changed.
+pub fn bad_settings_are_refused(exe: &str) {
+    for (name, value, wanted) in BAD_SETTINGS {
+        let (url, _) = untouched_database_url();
+        let out = Command::new(exe)
+            .env("DATABASE_URL", url)
+            .env(name, value)
+            .output()
+            .expect("the binary runs");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{name}={value}: {err}");
+        assert!(err.contains(name) && err.contains(wanted), "{name}={value}: {err:?} should name {wanted:?}");
+    }
+}

@@ -6,7 +6,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use clap::Parser;
-use pricing_core::{cli, shutdown, telemetry, Settings};
+use pricing_core::{cli, shutdown, telemetry};
 use pricing_listener::Listener;
 
 /// The Pricing Engine's market-event listener: reads the event stream with a consumer group, applies each
@@ -18,7 +18,7 @@ struct Cli {}
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _cli: Cli = cli::parse();
-    let settings = Settings::from_env()?;
+    let settings = cli::settings();
     let _telemetry = telemetry::init("pricing-listener", &settings);
     // Listening for SIGTERM before the connections are made: a stop during start-up is a clean exit too.
     let shutdown = shutdown::signal();

@@ -12,5 +12,6 @@ async fn help_version_and_bad_flags() {
     help_and_version_work(EXE, "pricing-listener");
     refused(EXE, &["--batch", "5"], "--batch");
     refused(EXE, &["serve"], "serve");
+    bad_settings_are_refused(EXE);
     assert!(!database_exists().await, "the command line alone touched PostgreSQL");
 }

@@ -90,7 +90,7 @@ impl Worker {
         let promoter = tokio::spawn(crate::sweeper::promote_orders(self.orders.clone(), shutdown.clone()));
         let http_addr = self.http.local_addr()?;
         let processor = Arc::new(self.processor());
-        let concurrency = self.settings.worker_concurrency.max(1);
+        let concurrency = self.settings.worker_concurrency;
         tracing::info!(concurrency, %http_addr, "pricing-worker started");
 
         let orders = supervise("orders", shutdown.clone(), {

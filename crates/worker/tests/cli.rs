@@ -12,5 +12,6 @@ async fn help_version_and_bad_flags() {
     help_and_version_work(EXE, "pricing-worker");
     refused(EXE, &["--concurrency", "5"], "--concurrency");
     refused(EXE, &["extra"], "extra");
+    bad_settings_are_refused(EXE);
     assert!(!database_exists().await, "the command line alone touched PostgreSQL");
 }

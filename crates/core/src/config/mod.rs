@@ -3,12 +3,15 @@
 //! The api's secrets (and how they may come from files) are in `secrets.rs`.
 
 mod edge;
+mod env;
 mod secrets;
 
 pub use edge::{Edge, RateLimit};
 pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
-use std::{env, net::SocketAddr, str::FromStr, time::Duration};
+use std::{net::SocketAddr, time::Duration};
+
+use env::{filter, list, parse, ranged, var};
 
 use rust_decimal::Decimal;
 
@@ -223,23 +226,59 @@ pub const DEFAULT_LOCATIONS: &str = "NY=1.10,CA=1.08,WA=1.05,MA=1.05,IL=1.02,TX=
 
 impl Settings {
     /// Reads every setting from the environment, falling back to the documented defaults.
+    /// Every value is checked here, once: its range as it is read (`env::ranged`), then the relations
+    /// between settings (`check`). An error names the variable and what it accepts; the binaries exit 2
+    /// with it (`cli::settings`). Nothing downstream clamps a setting.
     pub fn from_env() -> anyhow::Result<Self> {
         let settings = Self::read_env()?;
         settings.limits.check()?;
-        anyhow::ensure!(
-            (1..=settings.database_max_connections).contains(&settings.database_sale_connections),
-            "DATABASE_SALE_CONNECTIONS must be between 1 and DATABASE_MAX_CONNECTIONS ({})",
-            settings.database_max_connections
-        );
+        settings.check()?;
         Ok(settings)
+    }
+
+    /// The relations between settings. (The price floor is at most 1 and the ceiling at least 1, so their
+    /// ranges already keep the floor under the ceiling.)
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=self.database_max_connections).contains(&self.database_sale_connections),
+            "DATABASE_SALE_CONNECTIONS={} is out of range: it must be between 1 and DATABASE_MAX_CONNECTIONS ({})",
+            self.database_sale_connections,
+            self.database_max_connections
+        );
+        anyhow::ensure!(
+            self.sweep_interval < self.order_stale_after,
+            "SWEEP_INTERVAL_MS={} must be shorter than ORDER_STALE_AFTER_SECS={} (the sweeper looks for stale \
+             orders at least once in that time)",
+            self.sweep_interval.as_millis(),
+            self.order_stale_after.as_secs()
+        );
+        anyhow::ensure!(
+            self.listener_claim_idle > self.listener_block,
+            "LISTENER_CLAIM_IDLE_MS={} must be longer than LISTENER_BLOCK_MS={} (a listener waiting for entries \
+             is not silent)",
+            self.listener_claim_idle.as_millis(),
+            self.listener_block.as_millis()
+        );
+        crate::pricing::model::parse_location_multipliers(&self.location_multipliers).map_err(|e| {
+            anyhow::anyhow!("LOCATION_MULTIPLIERS={:?} is invalid: {e}", self.location_multipliers)
+        })?;
+        Ok(())
     }
 
     fn read_env() -> anyhow::Result<Self> {
         Ok(Self {
             database_url: var("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/pricing"),
-            database_max_connections: parse("DATABASE_MAX_CONNECTIONS", 20)?,
-            database_statement_timeout: Duration::from_millis(parse("DATABASE_STATEMENT_TIMEOUT_MS", 5_000)?),
-            database_lock_timeout: Duration::from_millis(parse("DATABASE_LOCK_TIMEOUT_MS", 2_000)?),
+            database_max_connections: ranged("DATABASE_MAX_CONNECTIONS", 20, 1..=1_000)?,
+            database_statement_timeout: Duration::from_millis(ranged(
+                "DATABASE_STATEMENT_TIMEOUT_MS",
+                5_000,
+                0..=3_600_000,
+            )?),
+            database_lock_timeout: Duration::from_millis(ranged(
+                "DATABASE_LOCK_TIMEOUT_MS",
+                2_000,
+                0..=600_000,
+            )?),
             database_sale_connections: parse(
                 "DATABASE_SALE_CONNECTIONS",
                 (parse::<u32>("DATABASE_MAX_CONNECTIONS", 20)? / 2).max(1),
@@ -248,37 +287,57 @@ impl Settings {
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
-            cache_ttl: Duration::from_secs(parse("CACHE_TTL", 300)?),
+            cache_ttl: Duration::from_secs(ranged("CACHE_TTL", 300, 1..=31_536_000)?),
             app_env: AppEnv::from_env()?,
             secrets: Secrets::from_env()?,
-            worker_concurrency: parse("WORKER_CONCURRENCY", 1024)?,
-            order_processing_delay: Duration::from_millis(parse("ORDER_PROCESSING_DELAY_MS", 100)?),
-            order_failure_rate: parse("ORDER_FAILURE_RATE", 0.0)?,
-            order_max_attempts: parse("ORDER_MAX_ATTEMPTS", 5)?,
-            order_stale_after: Duration::from_secs(parse("ORDER_STALE_AFTER_SECS", 30)?),
-            sweep_interval: Duration::from_millis(parse("SWEEP_INTERVAL_MS", 2000)?),
-            queue_max_backlog: parse("QUEUE_MAX_BACKLOG", 5000)?,
-            price_cache_ttl: Duration::from_secs(parse("PRICE_CACHE_TTL", 60)?),
-            quote_ttl: Duration::from_secs(parse("QUOTE_TTL", 300)?),
-            idempotency_ttl: Duration::from_secs(parse("IDEMPOTENCY_TTL", 86_400)?),
+            worker_concurrency: ranged("WORKER_CONCURRENCY", 1024, 1..=100_000)?,
+            order_processing_delay: Duration::from_millis(ranged(
+                "ORDER_PROCESSING_DELAY_MS",
+                100,
+                0..=600_000,
+            )?),
+            order_failure_rate: ranged("ORDER_FAILURE_RATE", 0.0, 0.0..=1.0)?,
+            order_max_attempts: ranged("ORDER_MAX_ATTEMPTS", 5, 1..=100)?,
+            order_stale_after: Duration::from_secs(ranged("ORDER_STALE_AFTER_SECS", 30, 1..=86_400)?),
+            sweep_interval: Duration::from_millis(ranged("SWEEP_INTERVAL_MS", 2000, 10..=3_600_000)?),
+            queue_max_backlog: ranged("QUEUE_MAX_BACKLOG", 5000, 1..=10_000_000)?,
+            price_cache_ttl: Duration::from_secs(ranged("PRICE_CACHE_TTL", 60, 1..=31_536_000)?),
+            quote_ttl: Duration::from_secs(ranged("QUOTE_TTL", 300, 1..=31_536_000)?),
+            idempotency_ttl: Duration::from_secs(ranged("IDEMPOTENCY_TTL", 86_400, 1..=31_536_000)?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
             default_location: var("DEFAULT_LOCATION", "US"),
-            member_discount: parse("MEMBER_DISCOUNT", Decimal::new(5, 2))?,
-            price_floor_ratio: parse("PRICE_FLOOR_RATIO", Decimal::new(5, 1))?,
-            price_ceiling_ratio: parse("PRICE_CEILING_RATIO", Decimal::TWO)?,
-            demand_window_minutes: parse("DEMAND_WINDOW_MINUTES", 15)?,
-            demand_saturation_orders: parse("DEMAND_SATURATION_ORDERS", 100)?,
-            scarcity_threshold: parse("SCARCITY_THRESHOLD", 50)?,
-            recalc_batch_size: parse("RECALC_BATCH_SIZE", 2000)?,
-            recalc_lock_ttl: Duration::from_millis(parse("RECALC_LOCK_TTL_MS", 30_000)?),
-            recalc_max_attempts: parse("RECALC_MAX_ATTEMPTS", 5)?,
-            market_events_max_len: parse("MARKET_EVENTS_MAX_LEN", 100_000)?,
+            member_discount: ranged(
+                "MEMBER_DISCOUNT",
+                Decimal::new(5, 2),
+                Decimal::ZERO..=Decimal::new(99, 2),
+            )?,
+            price_floor_ratio: ranged(
+                "PRICE_FLOOR_RATIO",
+                Decimal::new(5, 1),
+                Decimal::new(1, 2)..=Decimal::ONE,
+            )?,
+            price_ceiling_ratio: ranged("PRICE_CEILING_RATIO", Decimal::TWO, Decimal::ONE..=Decimal::TEN)?,
+            demand_window_minutes: ranged("DEMAND_WINDOW_MINUTES", 15, 1..=10_080)?,
+            demand_saturation_orders: ranged("DEMAND_SATURATION_ORDERS", 100, 1..=100_000_000)?,
+            scarcity_threshold: ranged("SCARCITY_THRESHOLD", 50, 0..=100_000_000)?,
+            recalc_batch_size: ranged("RECALC_BATCH_SIZE", 2000, 1..=100_000)?,
+            recalc_lock_ttl: Duration::from_millis(ranged("RECALC_LOCK_TTL_MS", 30_000, 300..=3_600_000)?),
+            recalc_max_attempts: ranged("RECALC_MAX_ATTEMPTS", 5, 1..=100)?,
+            market_events_max_len: ranged("MARKET_EVENTS_MAX_LEN", 100_000, 1..=100_000_000)?,
             listener_addr: parse("LISTENER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8002)))?,
-            listener_batch_size: parse("LISTENER_BATCH_SIZE", 500)?,
-            listener_block: Duration::from_millis(parse("LISTENER_BLOCK_MS", 1_000)?),
-            listener_claim_idle: Duration::from_millis(parse("LISTENER_CLAIM_IDLE_MS", 15_000)?),
-            listener_resend_after: Duration::from_millis(parse("LISTENER_RESEND_AFTER_MS", 5_000)?),
+            listener_batch_size: ranged("LISTENER_BATCH_SIZE", 500, 1..=10_000)?,
+            listener_block: Duration::from_millis(ranged("LISTENER_BLOCK_MS", 1_000, 1..=60_000)?),
+            listener_claim_idle: Duration::from_millis(ranged(
+                "LISTENER_CLAIM_IDLE_MS",
+                15_000,
+                1..=86_400_000,
+            )?),
+            listener_resend_after: Duration::from_millis(ranged(
+                "LISTENER_RESEND_AFTER_MS",
+                5_000,
+                1..=86_400_000,
+            )?),
             limits: Limits {
                 max_body_bytes: parse("MAX_BODY_BYTES", 64 * 1024)?,
                 request_timeout: Duration::from_millis(parse("REQUEST_TIMEOUT_MS", 10_000)?),
@@ -293,40 +352,11 @@ impl Settings {
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
-            shutdown_timeout: Duration::from_secs(parse("SHUTDOWN_TIMEOUT", 25)?),
+            shutdown_timeout: Duration::from_secs(ranged("SHUTDOWN_TIMEOUT", 25, 0..=3_600)?),
             log_filter: filter("RUST_LOG", "info,sqlx=warn")?,
             log_format: var("LOG_FORMAT", "text"),
             traces_filter: filter("OTEL_TRACES_FILTER", "info")?,
         })
-    }
-}
-
-/// A comma-separated list; empty when unset.
-fn list(name: &str) -> Vec<String> {
-    var(name, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
-}
-
-fn var(name: &str, default: &str) -> String {
-    env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
-}
-
-/// A filter in `RUST_LOG` syntax, checked now: a typo must stop start-up, not silence the logs or traces.
-fn filter(name: &str, default: &str) -> anyhow::Result<String> {
-    let spec = var(name, default);
-    crate::telemetry::check_filter(&spec)
-        .map_err(|e| anyhow::anyhow!("environment variable {name}={spec:?} is not a valid filter: {e}"))?;
-    Ok(spec)
-}
-
-fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match env::var(name) {
-        Ok(v) if !v.is_empty() => {
-            v.parse().map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}"))
-        }
-        _ => Ok(default),
     }
 }
 

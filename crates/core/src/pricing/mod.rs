@@ -14,18 +14,7 @@ use crate::Settings;
 
 impl PricingConfig {
     pub fn from_settings(s: &Settings) -> anyhow::Result<Self> {
-        use rust_decimal::Decimal;
-        anyhow::ensure!(
-            (Decimal::ZERO..Decimal::ONE).contains(&s.member_discount),
-            "MEMBER_DISCOUNT must be at least 0 and below 1, got {}",
-            s.member_discount
-        );
-        anyhow::ensure!(
-            s.price_floor_ratio > Decimal::ZERO && s.price_floor_ratio <= s.price_ceiling_ratio,
-            "PRICE_FLOOR_RATIO must be above 0 and at most PRICE_CEILING_RATIO ({} > {})",
-            s.price_floor_ratio,
-            s.price_ceiling_ratio
-        );
+        // Ranges and relations were checked with the settings (`Settings::from_env`).
         Ok(Self {
             demand_saturation_orders: s.demand_saturation_orders,
             demand_max_surcharge: model::DEMAND_MAX_SURCHARGE,

@@ -1,0 +1,49 @@
+//! Reading one environment variable: its default when unset or empty, and an error naming the variable
+//! and what it accepts when its value does not parse or lies outside its range.
+
+use std::{env, fmt::Display, ops::RangeInclusive, str::FromStr};
+
+/// A comma-separated list; empty when unset.
+pub(super) fn list(name: &str) -> Vec<String> {
+    var(name, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
+}
+
+pub(super) fn var(name: &str, default: &str) -> String {
+    env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+}
+
+/// A filter in `RUST_LOG` syntax, checked now: a typo must stop start-up, not silence the logs or traces.
+pub(super) fn filter(name: &str, default: &str) -> anyhow::Result<String> {
+    let spec = var(name, default);
+    crate::telemetry::check_filter(&spec)
+        .map_err(|e| anyhow::anyhow!("environment variable {name}={spec:?} is not a valid filter: {e}"))?;
+    Ok(spec)
+}
+
+pub(super) fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match env::var(name) {
+        Ok(v) if !v.is_empty() => {
+            v.parse().map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}"))
+        }
+        _ => Ok(default),
+    }
+}
+
+/// A value of `name` (or `default`) that must lie in `range`.
+pub(super) fn ranged<T>(name: &str, default: T, range: RangeInclusive<T>) -> anyhow::Result<T>
+where
+    T: FromStr + PartialOrd + Display,
+    T::Err: Display,
+{
+    let value = parse(name, default)?;
+    anyhow::ensure!(
+        range.contains(&value),
+        "environment variable {name}={value} is out of range: it must be between {} and {}",
+        range.start(),
+        range.end()
+    );
+    Ok(value)
+}
