@@ -1,8 +1,9 @@
 //! One trace across processes, proven with the release-shaped binaries: the api, the worker and the
 //! listener run as processes exporting OTLP/HTTP to a receiver in this test, which decodes the protobuf
 //! export requests (`opentelemetry-proto`). A market event published with a known `traceparent`, and an
-//! order, each arrive as one tree of spans rooted at the caller's span. Also: no endpoint, no export; a
-//! collector that never answers does not slow requests.
+//! order, each arrive as one tree of spans rooted at the caller's span. Logs quieted to `RUST_LOG=warn`
+//! still export whole traces (`OTEL_TRACES_FILTER` is the traces' own), with their PostgreSQL spans. Also:
+//! no endpoint, no export; a collector that never answers does not slow requests.
 
 mod processes;
 
@@ -21,6 +22,7 @@ const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 const ORDER_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
 const OTHER_ORDER_TRACE: &str = "6bf92f3577b34da6a3ce929d0e0e4738";
+const QUIET_TRACE: &str = "7bf92f3577b34da6a3ce929d0e0e4739";
 
 async fn start_stack(otel: &[(&str, String)], with_worker_and_listener: bool) -> Stack {
     let mut stack = Stack::start("trace", otel).await;
@@ -69,6 +71,11 @@ fn assert_one_tree(spans: &[ReceivedSpan], root_parent: &str) {
         assert!(known, "span {} ({}) has a parent outside the trace: {spans:#?}", span.name, span.service);
     }
     assert!(spans.iter().any(|s| s.parent == root_parent && s.service == "pricing-api"));
+}
+
+/// The exported value of `span`'s attribute `key` (as `otlp::receive` prints it), if it has one.
+fn attribute<'a>(span: &'a ReceivedSpan, key: &str) -> Option<&'a str> {
+    span.attributes.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
 
 #[tokio::test]
@@ -126,6 +133,67 @@ async fn an_event_and_an_order_are_each_one_trace_across_the_three_processes() {
     assert_one_tree(&other, CALLER_SPAN);
     let spans = trace_of(&received, ORDER_TRACE, &["pricing-api", "pricing-worker"], CALLER_SPAN).await;
     assert_one_tree(&spans, CALLER_SPAN);
+    // The worker's try of the order is a span, and its fulfilment attempt one inside it.
+    let wait = Instant::now() + Duration::from_secs(10);
+    let spans = loop {
+        let spans: Vec<ReceivedSpan> =
+            received.lock().unwrap().iter().filter(|s| s.trace_id == ORDER_TRACE).cloned().collect();
+        if spans.iter().any(|s| s.name == "fulfil") || Instant::now() >= wait {
+            break spans;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let tried = spans
+        .iter()
+        .find(|s| s.name == "process order")
+        .unwrap_or_else(|| panic!("a span per try of the order: {spans:#?}"));
+    assert!(attribute(tried, "order_id").is_some() && attribute(tried, "attempt").is_some(), "{tried:?}");
+    let fulfil = spans.iter().find(|s| s.name == "fulfil").expect("a span per fulfilment attempt");
+    assert_eq!(fulfil.parent, tried.span_id, "{spans:#?}");
+}
+
+/// `RUST_LOG=warn` quiets the logs and thins nothing in the traces: the span filter is
+/// `OTEL_TRACES_FILTER` (default `info`). An event published with a caller's `traceparent` is still one
+/// whole tree across the three processes, with the api's PostgreSQL spans and their semantic attributes,
+/// while no process logs a single INFO line. (The test above keeps `RUST_LOG=info` for its log line.)
+#[tokio::test]
+async fn with_logs_at_warn_an_event_is_still_one_whole_trace_with_its_database_spans() {
+    let (receiver, received) = start_receiver().await;
+    let stack =
+        start_stack(&[("OTEL_EXPORTER_OTLP_ENDPOINT", receiver), ("RUST_LOG", "warn".into())], true).await;
+    let id = stack.create_product(100).await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/publish-market-event", stack.api))
+        .bearer_auth(TOKEN)
+        .header("traceparent", format!("00-{QUIET_TRACE}-{CALLER_SPAN}-01"))
+        .json(&json!({ "event_type": "competitor_price", "product_ids": [id], "multiplier": 1.2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let services = ["pricing-api", "pricing-listener", "pricing-worker"];
+    let spans = trace_of(&received, QUIET_TRACE, &services, CALLER_SPAN).await;
+    assert_one_tree(&spans, CALLER_SPAN);
+    let server = spans.iter().find(|s| s.parent == CALLER_SPAN).unwrap();
+    assert_eq!(server.name, "POST /api/v1/publish-market-event");
+    assert!(spans.iter().any(|s| s.name == "recalculation attempt"), "{spans:#?}");
+    // The event's INSERT: a PostgreSQL client span named by the semantic conventions.
+    let insert = spans
+        .iter()
+        .find(|s| s.service == "pricing-api" && attribute(s, "db.system.name").is_some())
+        .unwrap_or_else(|| panic!("a database span of the api's: {spans:#?}"));
+    assert!(attribute(insert, "db.system.name").unwrap().contains("\"postgresql\""), "{insert:?}");
+    assert!(attribute(insert, "db.operation.name").is_some_and(|v| v.contains("\"INSERT\"")), "{insert:?}");
+    assert!(
+        attribute(insert, "db.collection.name").is_some_and(|v| v.contains("\"market_events\"")),
+        "{insert:?}"
+    );
+    // The logs really were at `warn` (at `info` each process logs its start, the api every publish).
+    for exe in services {
+        let log = stack.log(exe);
+        let info = log.lines().find(|l| l.contains(r#""level":"INFO""#));
+        assert!(info.is_none(), "{exe} logged at INFO with RUST_LOG=warn: {info:?}");
+    }
 }
 
 #[tokio::test]

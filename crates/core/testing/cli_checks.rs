@@ -88,11 +88,8 @@ pub const BAD_SETTINGS: &[(&str, &str, &str)] = &[
 pub fn bad_settings_are_refused(exe: &str) {
     for (name, value, wanted) in BAD_SETTINGS {
         let (url, _) = untouched_database_url();
-        let out = Command::new(exe)
-            .env("DATABASE_URL", url)
-            .env(name, value)
-            .output()
-            .expect("the binary runs");
+        let out =
+            Command::new(exe).env("DATABASE_URL", url).env(name, value).output().expect("the binary runs");
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{name}={value}: {err}");
         assert!(err.contains(name) && err.contains(wanted), "{name}={value}: {err:?} should name {wanted:?}");

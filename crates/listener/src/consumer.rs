@@ -179,7 +179,10 @@ impl Consumer {
             }
         }
         let span = batch_span(&events);
-        let outcome = apply::apply_batch(&self.state, &events).instrument(span).await?;
+        // With export off the span records nothing: the first publisher's context is passed on as is.
+        let caller = events.iter().find_map(|e| e.traceparent.as_deref()).map(telemetry::context_from);
+        let apply = telemetry::within_caller(caller, apply::apply_batch(&self.state, &events));
+        let outcome = apply.instrument(span).await?;
         self.state.counters.add(Counted::Applied, outcome.applied);
         self.state.counters.add(Counted::Duplicate, outcome.duplicates);
         self.state.counters.add(Counted::Batch, 1);

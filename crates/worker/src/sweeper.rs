@@ -86,7 +86,8 @@ impl Sweeper {
     async fn requeue(&self, stale: Vec<(i64, Option<String>)>) -> pricing_core::Result<()> {
         use tracing::Instrument;
         let span = tracing::info_span!("requeue lost orders", otel.kind = "producer", orders = stale.len());
-        for (_, origin) in &stale {
+        // Links to the first few: a span keeps at most 128 (the SDK's default), and a few name the story.
+        for (_, origin) in stale.iter().take(MAX_LINKS) {
             telemetry::link_to(&span, origin.as_deref());
         }
         async {
@@ -97,6 +98,9 @@ impl Sweeper {
         .await
     }
 }
+
+/// The most orders whose traces one requeue span links to (each job's run links to its own).
+const MAX_LINKS: usize = 32;
 
 /// How often `promote_orders` moves due order jobs to the active list: at the api's full order rate
 /// (thousands a second) a few hundred arrive between two runs, far below the backlog that jams a fetch.
