@@ -91,7 +91,8 @@ impl ApiError {
                 | Core::Queue(_)
                 | Core::Unavailable(_)
                 | Core::NotSold(_)
-                | Core::OutcomeUnknown(_)),
+                | Core::OutcomeUnknown(_)
+                | Core::Internal(_)),
             ) => match core.is_outage() {
                 true => StatusCode::SERVICE_UNAVAILABLE,
                 false => StatusCode::INTERNAL_SERVER_ERROR,
@@ -124,13 +125,17 @@ impl ApiError {
                     current_price: Some(*current),
                     ..Default::default()
                 },
-                Core::Database(_) | Core::Redis(_) if !core.is_outage() => {
+                Core::Database(_) | Core::Redis(_) | Core::Internal(_) if !core.is_outage() => {
                     // A bug, not an outage: the cause goes to the log (with the request's id, from its
                     // span), never to the client, who must not retry it as if it would pass.
                     tracing::error!(error = %core, "request failed: internal error");
                     ErrorBody { detail: "Internal server error".into(), ..Default::default() }
                 }
-                Core::Database(_) | Core::Redis(_) | Core::Queue(_) | Core::Unavailable(_) => {
+                Core::Database(_)
+                | Core::Redis(_)
+                | Core::Queue(_)
+                | Core::Unavailable(_)
+                | Core::Internal(_) => {
                     tracing::error!(error = %core, "request failed on a backing service");
                     let detail = match core {
                         Core::Database(sqlx::Error::PoolTimedOut) => {

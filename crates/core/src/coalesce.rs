@@ -42,7 +42,9 @@ impl<I, O> Clone for Coalescer<I, O> {
 }
 
 struct State<I, O> {
-    waiting: Vec<(I, oneshot::Sender<Result<O>>)>,
+    /// Each waiting item with its id (for `submit_until`) and where its answer goes.
+    waiting: Vec<(u64, I, oneshot::Sender<Result<O>>)>,
+    next_id: u64,
     running: bool,
 }
 
@@ -57,7 +59,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             name,
             max: max.max(1),
             max_waiting: None,
-            state: Arc::new(Mutex::new(State { waiting: Vec::new(), running: false })),
+            state: Arc::new(Mutex::new(State { waiting: Vec::new(), next_id: 0, running: false })),
             flush: Arc::new(move |items| Box::pin(flush(items))),
         }
     }
@@ -71,8 +73,39 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
     /// Adds `item` to the next flush and waits for that flush's answer to it. A caller that stops waiting
     /// (its future dropped) takes its item out: a flush never carries an item nobody waits for.
     pub async fn submit(&self, item: I) -> Result<O> {
+        let (_, answer) = self.enqueue(item)?;
+        self.answer_of(answer).await
+    }
+
+    /// Like `submit`, but an item still waiting for its flush at `deadline` is taken out and answered
+    /// `expired()`; one a flush already carries is answered by that flush.
+    pub async fn submit_until(
+        &self,
+        item: I,
+        deadline: tokio::time::Instant,
+        expired: impl FnOnce() -> Error,
+    ) -> Result<O> {
+        let (id, mut answer) = self.enqueue(item)?;
+        tokio::select! {
+            answered = &mut answer => self.unwrap_answer(answered),
+            _ = tokio::time::sleep_until(deadline) => {
+                let taken_out = {
+                    let mut state = self.state.lock().expect("coalescer lock");
+                    let at = state.waiting.iter().position(|(waiting, ..)| *waiting == id);
+                    at.map(|at| state.waiting.remove(at)).is_some()
+                };
+                if taken_out {
+                    return Err(expired());
+                }
+                self.answer_of(answer).await
+            }
+        }
+    }
+
+    /// Queues `item` (starting the runner if it is idle); its id and where its answer arrives.
+    fn enqueue(&self, item: I) -> Result<(u64, oneshot::Receiver<Result<O>>)> {
         let (reply, answer) = oneshot::channel();
-        let start_runner = {
+        let (id, start_runner) = {
             let mut state = self.state.lock().expect("coalescer lock");
             if self.max_waiting.is_some_and(|max| state.waiting.len() >= max) {
                 return Err(Error::Unavailable(format!(
@@ -80,17 +113,25 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                     self.name
                 )));
             }
-            state.waiting.push((item, reply));
-            !std::mem::replace(&mut state.running, true)
+            state.next_id += 1;
+            let id = state.next_id;
+            state.waiting.push((id, item, reply));
+            (id, !std::mem::replace(&mut state.running, true))
         };
         if start_runner {
             // Not in the caller's span: the runner outlives this call and serves everyone's items.
             let runner = self.clone();
             tokio::spawn(tracing::Instrument::instrument(runner.run(), tracing::Span::none()));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(Error::Unavailable(format!("the {} batch was dropped", self.name))))
+        Ok((id, answer))
+    }
+
+    async fn answer_of(&self, answer: oneshot::Receiver<Result<O>>) -> Result<O> {
+        self.unwrap_answer(answer.await)
+    }
+
+    fn unwrap_answer(&self, answered: Result<Result<O>, oneshot::error::RecvError>) -> Result<O> {
+        answered.unwrap_or_else(|_| Err(Error::Unavailable(format!("the {} batch was dropped", self.name))))
     }
 
     /// Flushes what is waiting, batch after batch, until nothing is.
@@ -100,7 +141,7 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
             tokio::task::yield_now().await;
             let batch: Vec<_> = {
                 let mut state = self.state.lock().expect("coalescer lock");
-                state.waiting.retain(|(_, reply)| !reply.is_closed());
+                state.waiting.retain(|(_, _, reply)| !reply.is_closed());
                 let take = state.waiting.len().min(self.max);
                 if take == 0 {
                     state.running = false;
@@ -108,7 +149,8 @@ impl<I: Send + 'static, O: Send + 'static> Coalescer<I, O> {
                 }
                 state.waiting.drain(..take).collect()
             };
-            let (items, replies): (Vec<I>, Vec<_>) = batch.into_iter().unzip();
+            let (items, replies): (Vec<I>, Vec<_>) =
+                batch.into_iter().map(|(_, item, reply)| (item, reply)).unzip();
             let count = items.len();
             // In a task of its own: a panicking flush fails its batch (the callers get an error), not the runner.
             let answers = match tokio::spawn((self.flush)(items)).await {

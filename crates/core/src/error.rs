@@ -69,6 +69,10 @@ pub enum Error {
     /// the client must retry with the same `Idempotency-Key`, which replays the real result.
     #[error("{0}")]
     OutcomeUnknown(String),
+    /// A bug, passed on where the original error cannot be (one failed sale answers each of its orders):
+    /// a 500, its text logged and never shown.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// PostgreSQL errors that say the server or the way to it is down, overloaded or out of time.

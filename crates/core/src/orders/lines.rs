@@ -9,12 +9,11 @@
 //!   is charged the server figure. A customer is never charged more than they saw.
 //! - Lines naming the same product are merged; they must agree on quote and expected price.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::Utc;
 use rust_decimal::Decimal;
 
-use super::OrderService;
 use crate::{
     db::products::ProductWithMarket,
     domain::{Buyer, OrderItem, PriceBasis, ProductRef},
@@ -86,68 +85,67 @@ pub(super) struct WantedLine {
     pub expected_unit_price: Option<Decimal>,
 }
 
-impl OrderService {
-    /// Resolves SKUs to ids, checks each quote, and merges lines naming the same product (in id order).
-    pub(super) async fn resolve_lines(
-        &self,
-        request: &OrderRequest,
-        shopper: &Shopper,
-    ) -> Result<Vec<WantedLine>> {
-        let mut wanted: BTreeMap<i64, WantedLine> = BTreeMap::new();
-        for line in &request.lines {
-            let product_id = self.pricing.resolve(&line.product).await?;
-            let quoted = match &line.quote_id {
-                Some(quote_id) => {
-                    Some(self.honoured_quote(quote_id, product_id, request.buyer.user_id(), shopper).await?)
-                }
-                None => None,
-            };
-            let next = WantedLine {
-                product_id,
-                quantity: line.quantity,
-                quoted,
-                expected_unit_price: line.expected_unit_price,
-            };
-            match wanted.get_mut(&product_id) {
-                Some(existing) => merge(existing, next)?,
-                None => {
-                    wanted.insert(product_id, next);
-                }
+/// Resolves SKUs to ids, checks each quote, and merges lines naming the same product (in id order); a
+/// product's merged quantity is at most `max_quantity`.
+pub(super) async fn resolve(
+    pricing: &Arc<PricingService>,
+    request: &OrderRequest,
+    shopper: &Shopper,
+    max_quantity: i32,
+) -> Result<Vec<WantedLine>> {
+    let mut wanted: BTreeMap<i64, WantedLine> = BTreeMap::new();
+    for line in &request.lines {
+        let product_id = pricing.resolve(&line.product).await?;
+        let quoted = match &line.quote_id {
+            Some(quote_id) => {
+                Some(honoured_quote(pricing, quote_id, product_id, request.buyer.user_id(), shopper).await?)
             }
-        }
-        // The cap holds per product, after lines naming it are merged (three lines of 10,000 are 30,000).
-        let max = self.settings.limits.max_quantity;
-        if let Some(line) = wanted.values().find(|l| l.quantity > max) {
-            return Err(Error::Validation(format!(
-                "quantity must be between 1 and {max} per product, lines naming the same product added \
-                 up (product {}: {})",
-                line.product_id, line.quantity
-            )));
-        }
-        Ok(wanted.into_values().collect())
-    }
-
-    /// The quoted price, if the quote is still valid and was made for this product and this shopper (a
-    /// guest's quote, `user_id` `None`, serves only guests).
-    async fn honoured_quote(
-        &self,
-        quote_id: &str,
-        product_id: i64,
-        user_id: Option<&str>,
-        shopper: &Shopper,
-    ) -> Result<Decimal> {
-        let quote = self.pricing.verified_quote(quote_id);
-        let reason = match &quote {
-            None => "The quote has expired or is not valid".to_string(),
-            Some(q) if q.product_id != product_id => format!("The quote is for product {}", q.product_id),
-            Some(q) if q.user_id.as_deref() != user_id => {
-                "The quote was made for another shopper; ask for a quote of your own".to_string()
-            }
-            Some(q) => return Ok(q.final_price),
+            None => None,
         };
-        let current_price = self.pricing.current_price(product_id, shopper).await?;
-        Err(Error::QuoteRejected { reason, product_id, current_price })
+        let next = WantedLine {
+            product_id,
+            quantity: line.quantity,
+            quoted,
+            expected_unit_price: line.expected_unit_price,
+        };
+        match wanted.get_mut(&product_id) {
+            Some(existing) => merge(existing, next)?,
+            None => {
+                wanted.insert(product_id, next);
+            }
+        }
     }
+    // The cap holds per product, after lines naming it are merged (three lines of 10,000 are 30,000).
+    if let Some(line) = wanted.values().find(|l| l.quantity > max_quantity) {
+        return Err(Error::Validation(format!(
+            "quantity must be between 1 and {max_quantity} per product, lines naming the same product added \
+             up (product {}: {})",
+            line.product_id, line.quantity
+        )));
+    }
+    Ok(wanted.into_values().collect())
+}
+
+/// The quoted price, if the quote is still valid and was made for this product and this shopper (a
+/// guest's quote, `user_id` `None`, serves only guests).
+async fn honoured_quote(
+    pricing: &Arc<PricingService>,
+    quote_id: &str,
+    product_id: i64,
+    user_id: Option<&str>,
+    shopper: &Shopper,
+) -> Result<Decimal> {
+    let quote = pricing.verified_quote(quote_id);
+    let reason = match &quote {
+        None => "The quote has expired or is not valid".to_string(),
+        Some(q) if q.product_id != product_id => format!("The quote is for product {}", q.product_id),
+        Some(q) if q.user_id.as_deref() != user_id => {
+            "The quote was made for another shopper; ask for a quote of your own".to_string()
+        }
+        Some(q) => return Ok(q.final_price),
+    };
+    let current_price = pricing.current_price(product_id, shopper).await?;
+    Err(Error::QuoteRejected { reason, product_id, current_price })
 }
 
 /// Adds a second line for the same product to the first.

@@ -1,14 +1,15 @@
-//! The order use case, in one direction: resolve the lines, decide each line's price (an honoured quote or
-//! the current dynamic price), run the sale's transaction (lock in id order, check, decrement, insert),
-//! then the post-commit steps (cached products refreshed and demand counted in one script, the wake-up jobs
-//! enqueued in another, both shared by the sales committed at about the same time: `after_sale.rs`). The
-//! api only parses and answers; `db::orders` only runs SQL; the pricing rules an order follows are in
-//! `lines.rs`, each with a test.
+//! The order use case, in one direction: the route calls `OrderService::place`, which resolves the lines
+//! and decides each line's price source (an honoured quote or the current dynamic price: `lines.rs`),
+//! queues the order for the next sale of its queue (`batch.rs`), whose one transaction sells it with the
+//! orders that arrived meanwhile (`sale.rs`), then the post-commit steps run (cached products refreshed
+//! and demand counted in one script, the wake-up jobs enqueued in another: `after_sale.rs`). The api only
+//! parses and answers; `db::orders` only runs SQL.
 
 mod access;
 mod after_sale;
 mod batch;
 mod lines;
+mod sale;
 
 use std::sync::Arc;
 
@@ -16,13 +17,15 @@ use sqlx::PgPool;
 
 pub use access::{access_token_hash, new_access_token, OrderAccess};
 pub use lines::{IdempotencyKey, OrderLine, OrderRequest};
+pub use sale::Placed;
+use sale::{replayed, sale_failed, SaleSlots};
 
 use crate::{
     cache::{Cache, ProductChange},
-    db::{self, idempotency::Claim, orders::OrderOwner},
+    db::{self, orders::OrderOwner},
     domain::{Buyer, Order, OrderStatus, Product},
     jobs::OrderQueue,
-    pricing::{PricingService, Shopper},
+    pricing::PricingService,
     prometheus::names,
     Error, Result, Settings,
 };
@@ -32,9 +35,7 @@ pub struct OrderService {
     cache: Cache,
     pricing: Arc<PricingService>,
     settings: Arc<Settings>,
-    /// The post-commit steps of the sales committed at about the same time, in one flush.
-    after_sale: after_sale::AfterSale,
-    /// Single-product orders waiting for their product's next group commit (`batch.rs`).
+    /// Orders waiting for the next sale of their queue (`batch.rs`).
     batches: batch::Batches,
     /// The connections sales may hold at once (`DATABASE_SALE_CONNECTIONS`).
     sale_slots: SaleSlots,
@@ -54,10 +55,10 @@ impl OrderService {
             db.clone(),
             pricing.clone(),
             settings.clone(),
-            after_sale.clone(),
+            after_sale,
             sale_slots.clone(),
         );
-        Arc::new(Self { db, cache, pricing, settings, after_sale, batches, sale_slots })
+        Arc::new(Self { db, cache, pricing, settings, batches, sale_slots })
     }
 
     /// Places an order, or answers why not. A client answered with an error was sold nothing: the sale
@@ -108,82 +109,10 @@ impl OrderService {
             }
         }
         let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
-        let mut wanted = self.resolve_lines(&request, &shopper).await?;
-        if wanted.len() == 1 {
-            // One product: committed with the other orders for it that arrive meanwhile (group commit).
-            let line = wanted.remove(0);
-            let waiting = batch::Waiting { span: tracing::Span::current(), request, owner, line, shopper };
-            self.batches.sell(waiting).await
-        } else {
-            // In its own task, so the transaction is never dropped half-way; it looks whether its caller
-            // still waits (`alive`) before it commits.
-            let this = Arc::clone(self);
-            let (alive, _waiting) = tokio::sync::oneshot::channel::<()>();
-            detached(async move { this.sell(request, owner, wanted, shopper, alive).await }).await
-        }
-    }
-
-    /// The sale's transaction and what follows its commit.
-    async fn sell(
-        &self,
-        request: OrderRequest,
-        owner: OrderOwner,
-        wanted: Vec<lines::WantedLine>,
-        shopper: Shopper,
-        alive: tokio::sync::oneshot::Sender<()>,
-    ) -> Result<Placed> {
-        let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
-        // Read before the transaction: no row lock is held across a Redis round trip.
-        let demand = self.pricing.recent_orders(&ids).await;
-        let _slot = self.sale_slots.take(request.deadline).await?;
-        let deadline = request.deadline;
-        let result = self.sell_in_transaction(&request, &owner, &wanted, &shopper, &demand, &alive).await;
-        let (order, products) = match result.map_err(sale_failed)? {
-            Sold::Committed(order, products) => (order, products),
-            Sold::Replayed(placed) => return Ok(placed),
-        };
-        let jobs = vec![(order.id, owner.traceparent.clone())];
-        let products = products.into_iter().map(|p| (p, 1)).collect();
-        self.after_sale.sale_committed(products, jobs, deadline).await;
-        Ok(Placed::new(order))
-    }
-
-    /// The multi-product sale's transaction: committed, or the first answer to its key.
-    async fn sell_in_transaction(
-        &self,
-        request: &OrderRequest,
-        owner: &OrderOwner,
-        wanted: &[lines::WantedLine],
-        shopper: &Shopper,
-        demand: &[u64],
-        alive: &tokio::sync::oneshot::Sender<()>,
-    ) -> Result<Sold> {
-        let ids: Vec<i64> = wanted.iter().map(|l| l.product_id).collect();
-        let mut tx = self.db.begin().await?;
-        db::orders::bound_sale(&mut tx, self.settings.database_lock_timeout, request.deadline).await?;
-        if let Some(key) = &request.idempotency {
-            // First in the transaction: a concurrent request with the key waits here for this one's outcome.
-            let ttl = self.settings.idempotency_ttl;
-            match db::idempotency::claim(&mut tx, &key.scoped_key, &key.request_hash, ttl).await? {
-                Claim::New => {}
-                other => return Ok(Sold::Replayed(replayed(other, key)?)),
-            }
-        }
-        let locked = db::orders::lock_for_sale(&mut tx, &ids).await?;
-        let items = lines::price_lines(&self.pricing, wanted, &locked, demand, shopper)?;
-        let total = lines::order_total(&items, request.expected_total)?;
-        let sale = db::orders::record_sale(&mut tx, owner, total, &items).await?;
-        let order = Order::placed(sale.order_id, sale.created_at, &owner.buyer, total, items);
-        if let Some(key) = &request.idempotency {
-            db::idempotency::record(&mut tx, &key.scoped_key, &order).await?;
-        }
-        if alive.is_closed() {
-            return Err(Error::NotSold(
-                "The client left before the order was committed; nothing was sold".into(),
-            ));
-        }
-        db::orders::commit_sale(tx, request.deadline).await?;
-        Ok(Sold::Committed(order, sale.products))
+        let max_quantity = self.settings.limits.max_quantity;
+        let lines = lines::resolve(&self.pricing, &request, &shopper, max_quantity).await?;
+        let waiting = batch::Waiting { span: tracing::Span::current(), request, owner, lines, shopper };
+        self.batches.sell(waiting).await
     }
 
     /// Cancels a pending order that `access` reaches, its stock given back; like `place`, it runs to the
@@ -208,78 +137,6 @@ impl OrderService {
     async fn products_changed(&self, products: &[Product]) {
         let changed: Vec<(&Product, u32)> = products.iter().map(|p| (p, 0)).collect();
         self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
-    }
-}
-
-/// What a sale's transaction ended with.
-enum Sold {
-    Committed(Order, Vec<Product>),
-    Replayed(Placed),
-}
-
-/// A sale that gave up waiting for a row lock or its deadline was rolled back: the client is told so in
-/// those words (and that nothing was sold), not that PostgreSQL is down.
-pub(crate) fn sale_failed(error: Error) -> Error {
-    if db::is_timeout(&error) {
-        Error::NotSold(
-            "The products are busy (a row lock was not granted within DATABASE_LOCK_TIMEOUT_MS, or REQUEST_TIMEOUT_MS \
-             ran out); nothing was sold, try again"
-                .into(),
-        )
-    } else {
-        error
-    }
-}
-
-/// The connections sales may hold at once: a sale waits for a slot until its deadline, then gives up having
-/// sold nothing, so locked rows can tie up at most `DATABASE_SALE_CONNECTIONS` of the pool.
-#[derive(Clone)]
-pub(crate) struct SaleSlots(Arc<tokio::sync::Semaphore>);
-
-impl SaleSlots {
-    fn new(slots: u32) -> Self {
-        Self(Arc::new(tokio::sync::Semaphore::new(slots.max(1) as usize)))
-    }
-
-    pub(crate) async fn take(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        match tokio::time::timeout_at(deadline, self.0.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Error::NotSold(
-                "Every sale connection (DATABASE_SALE_CONNECTIONS) stayed busy until the request's time ran \
-                 out; nothing was sold, try again"
-                    .into(),
-            )),
-        }
-    }
-}
-
-/// An order placed, or replayed for a repeated `Idempotency-Key`.
-#[derive(Debug)]
-pub struct Placed {
-    pub order: Order,
-    pub replayed: bool,
-    /// A guest's order access token: shown in this answer only (only its digest is kept).
-    pub access_token: Option<String>,
-}
-
-impl Placed {
-    pub(crate) fn new(order: Order) -> Self {
-        Self { order, replayed: false, access_token: None }
-    }
-}
-
-/// The answer for a key already used: its order, or a refusal when the request differs.
-fn replayed(claim: Claim, key: &IdempotencyKey) -> Result<Placed> {
-    match claim {
-        Claim::Replay(order) => Ok(Placed { order: *order, replayed: true, access_token: None }),
-        // 409: the request is well formed; it conflicts with the first one sent under this key.
-        _ => Err(Error::Conflict(format!(
-            "Idempotency-Key {} was already used with a different request; use a new key for a new order",
-            key.key
-        ))),
     }
 }
 

@@ -15,22 +15,6 @@ use crate::{
     Error, Result,
 };
 
-/// A product row after the sale, with the new order's id and time (one row per product sold).
-#[derive(sqlx::FromRow)]
-struct SoldProduct {
-    #[sqlx(flatten)]
-    product: Product,
-    order_id: i64,
-    order_created_at: DateTime<Utc>,
-}
-
-/// What `record_sale` wrote: the order's id and time, and the products as they are after the sale.
-pub struct Sale {
-    pub order_id: i64,
-    pub created_at: DateTime<Utc>,
-    pub products: Vec<Product>,
-}
-
 /// Bounds a sale's transaction: each statement ends by `deadline` (it is rolled back otherwise), and a row
 /// lock is waited for at most `lock_timeout`. One round trip, first in the transaction.
 pub async fn bound_sale(
@@ -83,56 +67,6 @@ pub async fn lock_for_sale(
     .await?)
 }
 
-/// In one statement, while the rows are locked: decrements each item's stock, inserts the order with its
-/// total and its items. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
-#[tracing::instrument(skip(tx, items), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "orders", items = items.len()))]
-pub async fn record_sale(
-    tx: &mut Transaction<'_, Postgres>,
-    owner: &OrderOwner,
-    total: Decimal,
-    items: &[OrderItem],
-) -> Result<Sale> {
-    let product_ids: Vec<i64> = items.iter().map(|i| i.product_id).collect();
-    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
-    let prices: Vec<Decimal> = items.iter().map(|i| i.unit_price).collect();
-    let sources: Vec<&str> = items.iter().map(|i| i.price_source.as_str()).collect();
-    let sold = sqlx::query_as::<_, SoldProduct>(concat!(
-        "WITH sold AS (
-             UPDATE products SET stock = stock - v.quantity
-             FROM unnest($1::bigint[], $2::int[]) AS v(id, quantity)
-             WHERE products.id = v.id
-             RETURNING ",
-        locked_product_columns!(),
-        "),
-         placed AS (
-             INSERT INTO orders (user_id, guest_label, access_token_hashes, total_price, traceparent)
-             VALUES ($3, $7, CASE WHEN $8::bytea IS NULL THEN NULL ELSE ARRAY[$8::bytea] END, $4, $9)
-             RETURNING id, created_at),
-         items AS (
-             INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
-             SELECT placed.id, v.id, v.quantity, v.unit_price, v.source
-             FROM placed, unnest($1::bigint[], $2::int[], $5::numeric[], $6::text[])
-                          AS v(id, quantity, unit_price, source))
-         SELECT sold.*, placed.id AS order_id, placed.created_at AS order_created_at FROM sold, placed"
-    ))
-    .bind(&product_ids)
-    .bind(&quantities)
-    .bind(owner.buyer.user_id())
-    .bind(total)
-    .bind(&prices)
-    .bind(&sources)
-    .bind(owner.buyer.guest_label())
-    .bind(owner.access_token_hash.as_deref())
-    .bind(owner.traceparent.as_deref())
-    .fetch_all(&mut **tx)
-    .await?;
-    let (order_id, created_at) = sold
-        .first()
-        .map(|s| (s.order_id, s.order_created_at))
-        .ok_or_else(|| Error::Unavailable("the order statement returned no rows".into()))?;
-    Ok(Sale { order_id, created_at, products: sold.into_iter().map(|s| s.product).collect() })
-}
-
 /// Whose an order is: the buyer, and for a guest the digest of their order access token; and the trace
 /// of the request that placed it (W3C `traceparent`), kept with the order for the jobs it gets later.
 #[derive(Debug, Clone)]
@@ -142,47 +76,49 @@ pub struct OrderOwner {
     pub traceparent: Option<String>,
 }
 
-/// One order of a group commit: its one line and its total.
-pub struct BatchOrder {
+/// One order of a sale: whose it is, its total and its lines.
+pub struct SaleOrder {
     pub owner: OrderOwner,
     pub total: Decimal,
-    pub item: OrderItem,
+    pub items: Vec<OrderItem>,
 }
 
-/// What `record_batch_sale` wrote: each order's id and time, in the batch's order, and the products after.
-pub struct BatchSale {
+/// What `record_sale` wrote: each order's id and time, in the sale's order, and the products after.
+pub struct Sale {
     pub orders: Vec<(i64, DateTime<Utc>)>,
     pub products: Vec<Product>,
 }
 
-/// In one statement, while the products' rows are locked: decrements each product's stock by its orders'
-/// quantities and inserts every order and its item. Ids are drawn in the batch's order, so the answer maps
-/// back to it. The caller has checked the stock (the `CHECK (stock >= 0)` is the last line).
+/// In one statement, while the products' rows are locked: decrements each product's stock by the
+/// quantities of every order's lines and inserts the orders and their items. Ids are drawn in the sale's
+/// order, so the answer maps back to it. The caller has checked the stock (the `CHECK (stock >= 0)` is the
+/// last line).
 #[tracing::instrument(skip(tx, orders), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "INSERT", db.collection.name = "orders", orders = orders.len()))]
-pub async fn record_batch_sale(
-    tx: &mut Transaction<'_, Postgres>,
-    orders: &[BatchOrder],
-) -> Result<BatchSale> {
-    let products: Vec<i64> = orders.iter().map(|o| o.item.product_id).collect();
+pub async fn record_sale(tx: &mut Transaction<'_, Postgres>, orders: &[SaleOrder]) -> Result<Sale> {
     let users: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.user_id()).collect();
     let labels: Vec<Option<&str>> = orders.iter().map(|o| o.owner.buyer.guest_label()).collect();
     let hashes: Vec<Option<&[u8]>> = orders.iter().map(|o| o.owner.access_token_hash.as_deref()).collect();
     let traces: Vec<Option<&str>> = orders.iter().map(|o| o.owner.traceparent.as_deref()).collect();
     let totals: Vec<Decimal> = orders.iter().map(|o| o.total).collect();
-    let quantities: Vec<i32> = orders.iter().map(|o| o.item.quantity).collect();
-    let prices: Vec<Decimal> = orders.iter().map(|o| o.item.unit_price).collect();
-    let sources: Vec<&str> = orders.iter().map(|o| o.item.price_source.as_str()).collect();
+    // The lines of every order, each with its order's position (1-based, as `WITH ORDINALITY` counts).
+    let lines = orders.iter().zip(1i64..).flat_map(|(o, ord)| o.items.iter().map(move |i| (ord, i)));
+    let (line_orders, items): (Vec<i64>, Vec<&OrderItem>) = lines.unzip();
+    let products: Vec<i64> = items.iter().map(|i| i.product_id).collect();
+    let quantities: Vec<i32> = items.iter().map(|i| i.quantity).collect();
+    let prices: Vec<Decimal> = items.iter().map(|i| i.unit_price).collect();
+    let sources: Vec<&str> = items.iter().map(|i| i.price_source.as_str()).collect();
     let placed: Vec<(i64, DateTime<Utc>)> = sqlx::query_as(
         "WITH input AS (
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::int[], $5::numeric[], $6::text[],
-                                  $7::text[], $8::bytea[], $9::text[])
-                 WITH ORDINALITY AS t(product_id, user_id, total, quantity, unit_price, source, guest_label,
-                                      token_hash, traceparent, ord)),
+             SELECT * FROM unnest($1::text[], $2::numeric[], $3::text[], $4::bytea[], $5::text[])
+                 WITH ORDINALITY AS t(user_id, total, guest_label, token_hash, traceparent, ord)),
+         lines AS (
+             SELECT * FROM unnest($6::bigint[], $7::bigint[], $8::int[], $9::numeric[], $10::text[])
+                 AS l(ord, product_id, quantity, unit_price, source)),
          numbered AS MATERIALIZED (
              SELECT input.*, nextval(pg_get_serial_sequence('orders', 'id')) AS id FROM input ORDER BY ord),
          sold AS (
              UPDATE products SET stock = stock - s.quantity
-             FROM (SELECT product_id, sum(quantity) AS quantity FROM input GROUP BY product_id) s
+             FROM (SELECT product_id, sum(quantity) AS quantity FROM lines GROUP BY product_id) s
              WHERE products.id = s.product_id),
          placed AS (
              INSERT INTO orders (id, user_id, guest_label, access_token_hashes, total_price, traceparent)
@@ -192,18 +128,20 @@ pub async fn record_batch_sale(
              FROM numbered ORDER BY ord RETURNING id, created_at),
          items AS (
              INSERT INTO order_items (order_id, product_id, quantity, unit_price, price_source)
-             SELECT id, product_id, quantity, unit_price, source FROM numbered)
+             SELECT numbered.id, lines.product_id, lines.quantity, lines.unit_price, lines.source
+             FROM lines JOIN numbered USING (ord))
          SELECT placed.id, placed.created_at FROM numbered JOIN placed USING (id) ORDER BY numbered.ord",
     )
-    .bind(&products)
     .bind(&users)
     .bind(&totals)
-    .bind(&quantities)
-    .bind(&prices)
-    .bind(&sources)
     .bind(&labels)
     .bind(&hashes)
     .bind(&traces)
+    .bind(&line_orders)
+    .bind(&products)
+    .bind(&quantities)
+    .bind(&prices)
+    .bind(&sources)
     .fetch_all(&mut **tx)
     .await?;
     // The statement's own snapshot does not show its UPDATE; this one does.
@@ -215,7 +153,7 @@ pub async fn record_batch_sale(
     .bind(&products)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(BatchSale { orders: placed, products })
+    Ok(Sale { orders: placed, products })
 }
 
 /// Cancels a pending order that `access` reaches and puts its stock back, in one transaction.
