@@ -208,4 +208,29 @@ mod tests {
         let err = short.submit(1).await.unwrap_err();
         assert!(err.to_string().contains("answered 0 of 1"), "{err}");
     }
+
+    /// On a paused clock: the first item's flush holds the queue past the second's deadline; the second is
+    /// taken out and answered expired, and no flush ever carries it. One a flush carries is answered by it.
+    #[tokio::test(start_paused = true)]
+    async fn an_item_still_waiting_at_its_deadline_is_taken_out_and_never_flushed() {
+        use std::time::Duration;
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        let slow = Coalescer::new("slow", 1, move |items: Vec<u32>| {
+            recorded.lock().unwrap().extend(items.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(items)
+            }
+        });
+        let now = tokio::time::Instant::now();
+        let expired = || Error::NotSold("expired".into());
+        let first = slow.submit_until(1, now + Duration::from_secs(1), expired);
+        let second = slow.submit_until(2, now + Duration::from_secs(5), expired);
+        let (first, second) = tokio::join!(first, second);
+        assert_eq!(first.unwrap(), 1, "a carried item is answered by its flush, even past its deadline");
+        assert!(matches!(second, Err(Error::NotSold(_))), "{second:?}");
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(*seen.lock().unwrap(), vec![1], "the expired item was never flushed");
+    }
 }
