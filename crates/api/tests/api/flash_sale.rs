@@ -1,6 +1,5 @@
-//! Orders under load: no oversell, no deadlock, and group commit (`orders/batch.rs`): concurrent
-//! single-product orders are committed together, each still
-//! all-or-nothing. A batch that would oversell is split (those that fit are sold), an order refused for its
+//! Orders under load: no oversell, no deadlock, and group commit (`orders/batch.rs`, `orders/sale.rs`):
+//! concurrent orders, single-product or not, are committed together, each still all-or-nothing. A batch that would oversell is split (those that fit are sold), an order refused for its
 //! own reason does not affect the others, and an `Idempotency-Key` still places one order.
 //! (`order_batch_size` on `/metrics` shows the batches; it is process-wide, so tests count transactions.)
 
@@ -249,4 +248,55 @@ async fn cancels_racing_purchases_of_the_same_product_never_deadlock() {
     assert!(cancels.iter().all(|s| *s == StatusCode::OK), "{cancels:?}");
     assert!(purchases.iter().all(|s| *s == StatusCode::CREATED), "{purchases:?}");
     assert_eq!(app.stock_of(pid).await, ORDERS);
+}
+
+/// One sale for every order: multi-line orders queue with single-product ones and are sold in the same
+/// transactions, each all-or-nothing. Against a small stock, exactly what fits is sold, whichever order
+/// shape takes it, and every order's items match its lines.
+#[tokio::test]
+async fn multi_line_and_single_orders_share_sales_and_each_is_all_or_nothing() {
+    let app = spawn_app_at_list_prices().await;
+    let a = id_of(app.create_product("Shared A", 5.0, 40).await);
+    let b = id_of(app.create_product("Shared B", 7.0, 25).await);
+    let orders = (0..60).map(|i| {
+        let body = match i % 3 {
+            0 => json!({ "product_id": a, "quantity": 1 }),
+            1 => json!({ "items": [{ "product_id": a, "quantity": 1 }, { "product_id": b, "quantity": 1 }] }),
+            _ => json!({ "items": [{ "product_id": b, "quantity": 2 }, { "product_id": a, "quantity": 1 }] }),
+        };
+        let app = &app;
+        async move { (i % 3, order(app, body).await) }
+    });
+    let answers = join_all(orders).await;
+    let (mut sold_a, mut sold_b) = (0, 0);
+    for (shape, (status, body)) in &answers {
+        match *status {
+            StatusCode::CREATED => {
+                let (qa, qb) = [(1, 0), (1, 1), (1, 2)][*shape];
+                let items = body["items"].as_array().unwrap();
+                assert_eq!(items.len(), if qb == 0 { 1 } else { 2 }, "{body}");
+                sold_a += qa;
+                sold_b += qb;
+            }
+            StatusCode::BAD_REQUEST => {
+                assert!(body["detail"].as_str().unwrap().contains("Insufficient stock"))
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(sold_a <= 40 && sold_b <= 25, "never oversold: {sold_a} of A, {sold_b} of B");
+    assert_eq!(app.stock_of(a).await, 40 - sold_a, "A's stock is what was sold");
+    assert_eq!(app.stock_of(b).await, 25 - sold_b, "B's stock is what was sold");
+    let items: i64 = sqlx::query_scalar("SELECT coalesce(sum(quantity), 0)::bigint FROM order_items")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(items, (sold_a + sold_b) as i64, "every sold order's items, and no others");
+    let batched: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT created_at FROM orders GROUP BY created_at HAVING count(*) > 1) shared",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert!(batched > 0, "some orders were committed together (one transaction: one created_at)");
 }
