@@ -1,6 +1,7 @@
 //! Orders under load: no oversell, no deadlock, and group commit (`orders/batch.rs`, `orders/sale.rs`):
-//! concurrent orders, single-product or not, are committed together, each still all-or-nothing. A batch that would oversell is split (those that fit are sold), an order refused for its
-//! own reason does not affect the others, and an `Idempotency-Key` still places one order.
+//! concurrent orders, single-product or not, are committed together, each still all-or-nothing. A batch
+//! that would oversell is split (those that fit are sold), an order refused for its own reason does not
+//! affect the others, and an `Idempotency-Key` still places one order.
 //! (`order_batch_size` on `/metrics` shows the batches; it is process-wide, so tests count transactions.)
 
 use futures::future::join_all;
