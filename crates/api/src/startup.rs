@@ -111,7 +111,7 @@ impl Application {
     }
 
     /// Serves until `shutdown` is cancelled, then stops accepting and finishes the requests in flight, for
-    /// at most `SHUTDOWN_TIMEOUT`.
+    /// at most `SHUTDOWN_TIMEOUT_SECS`.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         tracing::info!(addr = %self.listener.local_addr()?, "pricing-api listening");
         let grace = self.context.settings.shutdown_timeout;

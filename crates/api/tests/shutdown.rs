@@ -1,5 +1,5 @@
 //! Graceful shutdown, proven on the binaries with a real SIGTERM: the api stops accepting, answers every
-//! request it had accepted (none fails) and exits 0, and gives up after `SHUTDOWN_TIMEOUT`; the worker
+//! request it had accepted (none fails) and exits 0, and gives up after `SHUTDOWN_TIMEOUT_SECS`; the worker
 //! finishes the orders in hand; the listener exits promptly. Also: the admin token never reaches the logs.
 
 mod processes;
@@ -143,7 +143,7 @@ async fn sigterm_under_load_finishes_every_accepted_request_then_exits_0() {
 
 #[tokio::test]
 async fn the_api_gives_up_on_a_stuck_request_after_shutdown_timeout() {
-    let mut stack = Stack::start("shutdown", &[("SHUTDOWN_TIMEOUT", "1".into())]).await;
+    let mut stack = Stack::start("shutdown", &[("SHUTDOWN_TIMEOUT_SECS", "1".into())]).await;
     let id = stack.create_product(10).await;
     let mut lock = lock_products(&stack, &[id]).await;
     let order = reqwest::Client::new()
@@ -157,7 +157,7 @@ async fn the_api_gives_up_on_a_stuck_request_after_shutdown_timeout() {
     let status = stack.exit_of("pricing-api", Duration::from_secs(10)).await.expect("the api exits");
     assert!(status.success(), "exit status {status}");
     assert!(signalled.elapsed() < Duration::from_secs(5), "exited after {:?}", signalled.elapsed());
-    assert!(stack.log("pricing-api").contains("SHUTDOWN_TIMEOUT"));
+    assert!(stack.log("pricing-api").contains("SHUTDOWN_TIMEOUT_SECS"));
     assert!(order.await.unwrap().is_err(), "the stuck request was cut off with the process");
     lock.close().await.unwrap();
 }

@@ -30,7 +30,7 @@ pub fn signal() -> CancellationToken {
 }
 
 /// Runs `work` (a process's loops, which end on their own after `shutdown`) but gives up on it once
-/// `shutdown` has been cancelled for `grace` (`SHUTDOWN_TIMEOUT`), so a stuck step cannot keep a stopping
+/// `shutdown` has been cancelled for `grace` (`SHUTDOWN_TIMEOUT_SECS`), so a stuck step cannot keep a stopping
 /// process alive. Returns `work`'s output, or `None` when it was cut off.
 pub async fn within_grace<T>(
     shutdown: &CancellationToken,
@@ -46,7 +46,7 @@ pub async fn within_grace<T>(
         _ = deadline => {
             tracing::warn!(
                 timeout_secs = grace.as_secs_f64(),
-                "work still in hand after SHUTDOWN_TIMEOUT: exiting without it (it is picked up again from PostgreSQL)"
+                "work still in hand after SHUTDOWN_TIMEOUT_SECS: exiting without it (it is picked up again from PostgreSQL)"
             );
             None
         }

@@ -81,6 +81,8 @@ pub const BAD_SETTINGS: &[(&str, &str, &str)] = &[
     ("LOCATION_MULTIPLIERS", "NY=abc", "LOCATION_MULTIPLIERS"),
     ("RUST_LOG", "info,[=", "RUST_LOG"),
     ("OTEL_TRACES_FILTER", "info,[=", "OTEL_TRACES_FILTER"),
+    // A setting's old name (before its unit was in it) is still read.
+    ("CACHE_TTL", "0", "must be between 1 and 31536000"),
 ];
 
 /// Each bad setting stops the binary with status 2 and a message naming it and what it accepts, before

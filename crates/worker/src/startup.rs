@@ -119,7 +119,7 @@ impl Worker {
             }
         });
         let http = tokio::spawn(crate::http::serve(self.http, self.db, self.cache, shutdown.clone()));
-        // apalis stops fetching on shutdown and drains the jobs in flight; whatever SHUTDOWN_TIMEOUT cuts off
+        // apalis stops fetching on shutdown and drains the jobs in flight; whatever SHUTDOWN_TIMEOUT_SECS cuts off
         // stays `processing`/`running` in PostgreSQL and is re-enqueued by a sweeper.
         let grace = self.settings.shutdown_timeout;
         shutdown::within_grace(&shutdown, grace, async {

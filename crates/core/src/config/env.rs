@@ -47,3 +47,31 @@ where
     );
     Ok(value)
 }
+
+/// Settings renamed so that a duration's name says its unit: `(old, new)`. The old name is still read when
+/// the new one is unset, with a warning at start-up.
+pub const RENAMED: &[(&str, &str)] = &[
+    ("CACHE_TTL", "CACHE_TTL_SECS"),
+    ("PRICE_CACHE_TTL", "PRICE_CACHE_TTL_SECS"),
+    ("QUOTE_TTL", "QUOTE_TTL_SECS"),
+    ("IDEMPOTENCY_TTL", "IDEMPOTENCY_TTL_SECS"),
+    ("SHUTDOWN_TIMEOUT", "SHUTDOWN_TIMEOUT_SECS"),
+];
+
+/// The variable to read for the setting `name`: itself, or its old name when only that one is set.
+pub(super) fn renamed(name: &'static str) -> &'static str {
+    let set = |n: &str| env::var(n).is_ok_and(|v| !v.is_empty());
+    match RENAMED.iter().find(|(_, new)| *new == name) {
+        Some((old, _)) if !set(name) && set(old) => old,
+        _ => name,
+    }
+}
+
+/// A warning for each old name of a renamed setting that is set.
+pub(super) fn deprecated_names_in_use() -> Vec<String> {
+    RENAMED
+        .iter()
+        .filter(|(old, _)| env::var(old).is_ok())
+        .map(|(old, new)| format!("{old} is deprecated: rename it {new} (the old name is still read when {new} is unset)"))
+        .collect()
+}

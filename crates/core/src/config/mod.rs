@@ -11,7 +11,8 @@ pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
 use std::{net::SocketAddr, time::Duration};
 
-use env::{filter, list, parse, ranged, var};
+use env::{filter, list, parse, ranged, renamed, var};
+pub use env::RENAMED;
 
 use rust_decimal::Decimal;
 
@@ -109,6 +110,8 @@ pub struct Settings {
     pub log_format: String,
     /// Which spans are exported (`OTEL_TRACES_FILTER`, `RUST_LOG` syntax), whatever the logs show.
     pub traces_filter: String,
+    /// Old names of renamed settings found in the environment (still read), for a warning at start-up.
+    pub deprecated: Vec<String>,
 }
 
 /// What one request may ask. Every cap answers with a JSON error naming it, and none is hidden in a handler.
@@ -156,7 +159,7 @@ pub const ENV_VARS: &[&str] = &[
     "REDIS_KEY_PREFIX",
     "API_ADDR",
     "WORKER_ADDR",
-    "CACHE_TTL",
+    "CACHE_TTL_SECS",
     "APP_ENV",
     "ADMIN_TOKEN",
     "ADMIN_TOKEN_FILE",
@@ -167,8 +170,8 @@ pub const ENV_VARS: &[&str] = &[
     "ORDER_STALE_AFTER_SECS",
     "SWEEP_INTERVAL_MS",
     "QUEUE_MAX_BACKLOG",
-    "PRICE_CACHE_TTL",
-    "QUOTE_TTL",
+    "PRICE_CACHE_TTL_SECS",
+    "QUOTE_TTL_SECS",
     "QUOTE_SIGNING_KEY",
     "QUOTE_SIGNING_KEY_FILE",
     "JWT_HS256_SECRET",
@@ -177,7 +180,7 @@ pub const ENV_VARS: &[&str] = &[
     "JWT_ISSUER",
     "JWT_AUDIENCE",
     "JWT_LEEWAY_SECS",
-    "IDEMPOTENCY_TTL",
+    "IDEMPOTENCY_TTL_SECS",
     "CURRENCY",
     "LOCATION_MULTIPLIERS",
     "DEFAULT_LOCATION",
@@ -215,7 +218,7 @@ pub const ENV_VARS: &[&str] = &[
     "RATE_LIMIT_ADMIN_PER_SEC",
     "RATE_LIMIT_ADMIN_BURST",
     "TRUSTED_PROXIES",
-    "SHUTDOWN_TIMEOUT",
+    "SHUTDOWN_TIMEOUT_SECS",
     "RUST_LOG",
     "LOG_FORMAT",
     "OTEL_TRACES_FILTER",
@@ -230,7 +233,8 @@ impl Settings {
     /// between settings (`check`). An error names the variable and what it accepts; the binaries exit 2
     /// with it (`cli::settings`). Nothing downstream clamps a setting.
     pub fn from_env() -> anyhow::Result<Self> {
-        let settings = Self::read_env()?;
+        let mut settings = Self::read_env()?;
+        settings.deprecated = env::deprecated_names_in_use();
         settings.limits.check()?;
         settings.check()?;
         Ok(settings)
@@ -287,7 +291,7 @@ impl Settings {
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
-            cache_ttl: Duration::from_secs(ranged("CACHE_TTL", 300, 1..=31_536_000)?),
+            cache_ttl: Duration::from_secs(ranged(renamed("CACHE_TTL_SECS"), 300, 1..=31_536_000)?),
             app_env: AppEnv::from_env()?,
             secrets: Secrets::from_env()?,
             worker_concurrency: ranged("WORKER_CONCURRENCY", 1024, 1..=100_000)?,
@@ -301,9 +305,9 @@ impl Settings {
             order_stale_after: Duration::from_secs(ranged("ORDER_STALE_AFTER_SECS", 30, 1..=86_400)?),
             sweep_interval: Duration::from_millis(ranged("SWEEP_INTERVAL_MS", 2000, 10..=3_600_000)?),
             queue_max_backlog: ranged("QUEUE_MAX_BACKLOG", 5000, 1..=10_000_000)?,
-            price_cache_ttl: Duration::from_secs(ranged("PRICE_CACHE_TTL", 60, 1..=31_536_000)?),
-            quote_ttl: Duration::from_secs(ranged("QUOTE_TTL", 300, 1..=31_536_000)?),
-            idempotency_ttl: Duration::from_secs(ranged("IDEMPOTENCY_TTL", 86_400, 1..=31_536_000)?),
+            price_cache_ttl: Duration::from_secs(ranged(renamed("PRICE_CACHE_TTL_SECS"), 60, 1..=31_536_000)?),
+            quote_ttl: Duration::from_secs(ranged(renamed("QUOTE_TTL_SECS"), 300, 1..=31_536_000)?),
+            idempotency_ttl: Duration::from_secs(ranged(renamed("IDEMPOTENCY_TTL_SECS"), 86_400, 1..=31_536_000)?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
             default_location: var("DEFAULT_LOCATION", "US"),
@@ -352,10 +356,11 @@ impl Settings {
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
-            shutdown_timeout: Duration::from_secs(ranged("SHUTDOWN_TIMEOUT", 25, 0..=3_600)?),
+            shutdown_timeout: Duration::from_secs(ranged(renamed("SHUTDOWN_TIMEOUT_SECS"), 25, 0..=3_600)?),
             log_filter: filter("RUST_LOG", "info,sqlx=warn")?,
             log_format: var("LOG_FORMAT", "text"),
             traces_filter: filter("OTEL_TRACES_FILTER", "info")?,
+            deprecated: Vec::new(),
         })
     }
 }

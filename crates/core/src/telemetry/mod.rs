@@ -75,6 +75,9 @@ pub fn init(service_name: &'static str, settings: &Settings) -> TelemetryGuard {
     if installed {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         tracing::debug!(service = service_name, export = provider.is_some(), "telemetry ready");
+        for warning in &settings.deprecated {
+            tracing::warn!("{warning}");
+        }
     }
     TelemetryGuard { provider: provider.filter(|_| installed) }
 }
