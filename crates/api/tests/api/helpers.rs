@@ -44,9 +44,14 @@ impl RunningListener {
     }
 }
 
-/// Settings for one test: its own database and key prefix, fast timings.
+/// Settings for one test: its own database and key prefix, fast timings. Built explicitly: only where
+/// PostgreSQL and Redis are comes from whoever runs the tests (`DATABASE_URL`, `REDIS_URL`), nothing else
+/// of their environment.
 pub fn test_settings() -> Settings {
-    let mut s = Settings::from_env().expect("settings");
+    let servers: Vec<(&str, String)> =
+        ["DATABASE_URL", "REDIS_URL"].into_iter().filter_map(|v| Some((v, std::env::var(v).ok()?))).collect();
+    let servers: Vec<(&str, &str)> = servers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut s = Settings::from_vars(&servers).expect("settings");
     let id = uuid::Uuid::new_v4().simple().to_string();
     let base = s.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("database url");
     s.database_url = format!("{base}/test_{id}");

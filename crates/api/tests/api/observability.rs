@@ -216,7 +216,7 @@ fn the_compose_stack_agrees_with_the_code() {
     {
         assert!(services.contains_key(name), "compose lacks the {name} service");
     }
-    let defaults = Settings::from_env().unwrap();
+    let defaults = Settings::from_vars(&[]).unwrap();
     for (name, service) in services {
         let name = name.as_str().unwrap();
         let Some(command) = service["command"].as_sequence().and_then(|c| c.first()).and_then(|c| c.as_str())

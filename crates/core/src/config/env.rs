@@ -1,7 +1,31 @@
 //! Reading one environment variable: its default when unset or empty, and an error naming the variable
-//! and what it accepts when its value does not parse or lies outside its range.
+//! and what it accepts when its value does not parse or lies outside its range. Every read goes through
+//! `get`, which reads the process's environment, or the variables `Settings::from_vars` was given instead
+//! (tests build their settings explicitly, never from whoever runs them).
 
-use std::{env, fmt::Display, ops::RangeInclusive, str::FromStr};
+use std::{cell::RefCell, collections::HashMap, env, fmt::Display, ops::RangeInclusive, str::FromStr};
+
+thread_local! {
+    /// The variables of a `with_vars` call in progress on this thread, instead of the environment.
+    static GIVEN: RefCell<Option<HashMap<String, String>>> = const { RefCell::new(None) };
+}
+
+/// The value of `name`: from the variables being read by `with_vars`, else from the environment.
+pub(super) fn get(name: &str) -> Option<String> {
+    GIVEN.with(|given| match &*given.borrow() {
+        Some(vars) => vars.get(name).cloned(),
+        None => env::var(name).ok(),
+    })
+}
+
+/// Runs `read` with `vars` as the only variables there are.
+pub(super) fn with_vars<T>(vars: &[(&str, &str)], read: impl FnOnce() -> T) -> T {
+    let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    GIVEN.with(|given| *given.borrow_mut() = Some(vars));
+    let read = read();
+    GIVEN.with(|given| *given.borrow_mut() = None);
+    read
+}
 
 /// A comma-separated list; empty when unset.
 pub(super) fn list(name: &str) -> Vec<String> {
@@ -9,7 +33,7 @@ pub(super) fn list(name: &str) -> Vec<String> {
 }
 
 pub(super) fn var(name: &str, default: &str) -> String {
-    env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
+    get(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 /// A filter in `RUST_LOG` syntax, checked now: a typo must stop start-up, not silence the logs or traces.
@@ -24,8 +48,8 @@ pub(super) fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
     T::Err: std::fmt::Display,
 {
-    match env::var(name) {
-        Ok(v) if !v.is_empty() => {
+    match get(name) {
+        Some(v) if !v.is_empty() => {
             v.parse().map_err(|e| anyhow::anyhow!("environment variable {name}={v:?} is invalid: {e}"))
         }
         _ => Ok(default),
@@ -60,7 +84,7 @@ pub const RENAMED: &[(&str, &str)] = &[
 
 /// The variable to read for the setting `name`: itself, or its old name when only that one is set.
 pub(super) fn renamed(name: &'static str) -> &'static str {
-    let set = |n: &str| env::var(n).is_ok_and(|v| !v.is_empty());
+    let set = |n: &str| get(n).is_some_and(|v| !v.is_empty());
     match RENAMED.iter().find(|(_, new)| *new == name) {
         Some((old, _)) if !set(name) && set(old) => old,
         _ => name,
@@ -71,7 +95,9 @@ pub(super) fn renamed(name: &'static str) -> &'static str {
 pub(super) fn deprecated_names_in_use() -> Vec<String> {
     RENAMED
         .iter()
-        .filter(|(old, _)| env::var(old).is_ok())
-        .map(|(old, new)| format!("{old} is deprecated: rename it {new} (the old name is still read when {new} is unset)"))
+        .filter(|(old, _)| get(old).is_some())
+        .map(|(old, new)| {
+            format!("{old} is deprecated: rename it {new} (the old name is still read when {new} is unset)")
+        })
         .collect()
 }

@@ -11,8 +11,8 @@ pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
 use std::{net::SocketAddr, time::Duration};
 
-use env::{filter, list, parse, ranged, renamed, var};
 pub use env::RENAMED;
+use env::{filter, list, parse, ranged, renamed, var};
 
 use rust_decimal::Decimal;
 
@@ -229,6 +229,12 @@ pub const DEFAULT_LOCATIONS: &str = "NY=1.10,CA=1.08,WA=1.05,MA=1.05,IL=1.02,TX=
 
 impl Settings {
     /// Reads every setting from the environment, falling back to the documented defaults.
+    /// The settings `vars` give (and the defaults for the others), read as `from_env` reads the
+    /// environment, which is not consulted: tests build their settings with it.
+    pub fn from_vars(vars: &[(&str, &str)]) -> anyhow::Result<Self> {
+        env::with_vars(vars, Self::from_env)
+    }
+
     /// Every value is checked here, once: its range as it is read (`env::ranged`), then the relations
     /// between settings (`check`). An error names the variable and what it accepts; the binaries exit 2
     /// with it (`cli::settings`). Nothing downstream clamps a setting.
@@ -305,9 +311,17 @@ impl Settings {
             order_stale_after: Duration::from_secs(ranged("ORDER_STALE_AFTER_SECS", 30, 1..=86_400)?),
             sweep_interval: Duration::from_millis(ranged("SWEEP_INTERVAL_MS", 2000, 10..=3_600_000)?),
             queue_max_backlog: ranged("QUEUE_MAX_BACKLOG", 5000, 1..=10_000_000)?,
-            price_cache_ttl: Duration::from_secs(ranged(renamed("PRICE_CACHE_TTL_SECS"), 60, 1..=31_536_000)?),
+            price_cache_ttl: Duration::from_secs(ranged(
+                renamed("PRICE_CACHE_TTL_SECS"),
+                60,
+                1..=31_536_000,
+            )?),
             quote_ttl: Duration::from_secs(ranged(renamed("QUOTE_TTL_SECS"), 300, 1..=31_536_000)?),
-            idempotency_ttl: Duration::from_secs(ranged(renamed("IDEMPOTENCY_TTL_SECS"), 86_400, 1..=31_536_000)?),
+            idempotency_ttl: Duration::from_secs(ranged(
+                renamed("IDEMPOTENCY_TTL_SECS"),
+                86_400,
+                1..=31_536_000,
+            )?),
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
             default_location: var("DEFAULT_LOCATION", "US"),
@@ -391,8 +405,14 @@ mod tests {
     }
 
     #[test]
-    fn defaults_parse() {
-        let s = Settings::from_env().unwrap();
-        assert!(s.worker_concurrency > 0);
+    fn the_defaults_are_valid_and_given_variables_are_read_and_checked() {
+        let s = Settings::from_vars(&[]).unwrap();
+        assert_eq!((s.worker_concurrency, s.order_max_attempts), (1024, 5));
+        let s = Settings::from_vars(&[("ORDER_MAX_ATTEMPTS", "7"), ("CACHE_TTL", "9")]).unwrap();
+        assert_eq!(s.order_max_attempts, 7);
+        assert_eq!(s.cache_ttl, Duration::from_secs(9), "an old name is still read");
+        assert_eq!(s.deprecated.len(), 1, "and warned about: {:?}", s.deprecated);
+        let err = Settings::from_vars(&[("ORDER_MAX_ATTEMPTS", "0")]).unwrap_err().to_string();
+        assert!(err.contains("ORDER_MAX_ATTEMPTS=0") && err.contains("between 1 and 100"), "{err}");
     }
 }

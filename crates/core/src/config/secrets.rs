@@ -4,7 +4,7 @@
 //! secret cannot reach a log line by accident. A missing secret stops the api at start-up, unless
 //! `APP_ENV=development`, where one is generated and only the fact is logged, never the value.
 
-use std::{env, path::PathBuf, time::Duration};
+use std::{path::PathBuf, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -20,7 +20,7 @@ pub enum AppEnv {
 
 impl AppEnv {
     pub(super) fn from_env() -> anyhow::Result<Self> {
-        match env::var("APP_ENV").unwrap_or_default().trim() {
+        match super::env::get("APP_ENV").unwrap_or_default().trim() {
             "development" => Ok(AppEnv::Development),
             "" | "production" => Ok(AppEnv::Production),
             other => anyhow::bail!("APP_ENV={other:?} is invalid: use development or production"),
@@ -67,12 +67,11 @@ impl Secrets {
             admin_token: secret_var(ADMIN)?.map(|s| checked(ADMIN, s.expose_secret())).transpose()?,
             quote_signing_keys,
             jwt_hs256_secret: secret_var(JWT)?.map(|s| checked(JWT, s.expose_secret())).transpose()?,
-            jwt_public_keys_file: env::var("JWT_PUBLIC_KEYS_FILE")
-                .ok()
+            jwt_public_keys_file: super::env::get("JWT_PUBLIC_KEYS_FILE")
                 .filter(|v| !v.is_empty())
                 .map(Into::into),
-            jwt_issuer: env::var("JWT_ISSUER").ok().filter(|v| !v.is_empty()),
-            jwt_audience: env::var("JWT_AUDIENCE").ok().filter(|v| !v.is_empty()),
+            jwt_issuer: super::env::get("JWT_ISSUER").filter(|v| !v.is_empty()),
+            jwt_audience: super::env::get("JWT_AUDIENCE").filter(|v| !v.is_empty()),
             jwt_leeway: Duration::from_secs(super::parse("JWT_LEEWAY_SECS", 30)?),
         })
     }
@@ -126,8 +125,8 @@ pub fn generate_secret() -> SecretString {
 /// overrides compose's shared file). Surrounding whitespace is removed (a file's last newline; HTTP removes
 /// it from a header value too, so it could never match).
 fn secret_var(name: &str) -> anyhow::Result<Option<SecretString>> {
-    let direct = env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let file = env::var(format!("{name}_FILE")).ok().filter(|v| !v.trim().is_empty());
+    let direct = super::env::get(name).filter(|v| !v.trim().is_empty());
+    let file = super::env::get(&format!("{name}_FILE")).filter(|v| !v.trim().is_empty());
     let value = match (direct, file) {
         (Some(value), _) => value,
         (None, Some(path)) => std::fs::read_to_string(&path)
