@@ -3,7 +3,9 @@
 //! `get`, which reads the process's environment, or the variables `Settings::from_vars` was given instead
 //! (tests build their settings explicitly, never from whoever runs them).
 
-use std::{cell::RefCell, collections::HashMap, env, fmt::Display, ops::RangeInclusive, str::FromStr};
+use std::{
+    cell::RefCell, collections::HashMap, env, fmt::Display, ops::RangeInclusive, str::FromStr, time::Duration,
+};
 
 thread_local! {
     /// The variables of a `with_vars` call in progress on this thread, instead of the environment.
@@ -70,6 +72,16 @@ where
         range.end()
     );
     Ok(value)
+}
+
+/// A duration in milliseconds (a `_MS` setting) that must lie in `range`.
+pub(super) fn millis(name: &str, default: u64, range: RangeInclusive<u64>) -> anyhow::Result<Duration> {
+    Ok(Duration::from_millis(ranged(name, default, range)?))
+}
+
+/// A duration in seconds (a `_SECS` setting) that must lie in `range`.
+pub(super) fn secs(name: &str, default: u64, range: RangeInclusive<u64>) -> anyhow::Result<Duration> {
+    Ok(Duration::from_secs(ranged(name, default, range)?))
 }
 
 /// Settings renamed so that a duration's name says its unit: `(old, new)`. The old name is still read when

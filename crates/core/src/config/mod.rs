@@ -12,7 +12,7 @@ pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 use std::{net::SocketAddr, time::Duration};
 
 pub use env::RENAMED;
-use env::{filter, list, parse, ranged, renamed, var};
+use env::{filter, list, millis, parse, ranged, renamed, secs, var};
 
 use rust_decimal::Decimal;
 
@@ -279,16 +279,8 @@ impl Settings {
         Ok(Self {
             database_url: var("DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/pricing"),
             database_max_connections: ranged("DATABASE_MAX_CONNECTIONS", 20, 1..=1_000)?,
-            database_statement_timeout: Duration::from_millis(ranged(
-                "DATABASE_STATEMENT_TIMEOUT_MS",
-                5_000,
-                0..=3_600_000,
-            )?),
-            database_lock_timeout: Duration::from_millis(ranged(
-                "DATABASE_LOCK_TIMEOUT_MS",
-                2_000,
-                0..=600_000,
-            )?),
+            database_statement_timeout: millis("DATABASE_STATEMENT_TIMEOUT_MS", 5_000, 0..=3_600_000)?,
+            database_lock_timeout: millis("DATABASE_LOCK_TIMEOUT_MS", 2_000, 0..=600_000)?,
             database_sale_connections: parse(
                 "DATABASE_SALE_CONNECTIONS",
                 (parse::<u32>("DATABASE_MAX_CONNECTIONS", 20)? / 2).max(1),
@@ -297,31 +289,19 @@ impl Settings {
             redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
-            cache_ttl: Duration::from_secs(ranged(renamed("CACHE_TTL_SECS"), 300, 1..=31_536_000)?),
+            cache_ttl: secs(renamed("CACHE_TTL_SECS"), 300, 1..=31_536_000)?,
             app_env: AppEnv::from_env()?,
             secrets: Secrets::from_env()?,
             worker_concurrency: ranged("WORKER_CONCURRENCY", 1024, 1..=100_000)?,
-            order_processing_delay: Duration::from_millis(ranged(
-                "ORDER_PROCESSING_DELAY_MS",
-                100,
-                0..=600_000,
-            )?),
+            order_processing_delay: millis("ORDER_PROCESSING_DELAY_MS", 100, 0..=600_000)?,
             order_failure_rate: ranged("ORDER_FAILURE_RATE", 0.0, 0.0..=1.0)?,
             order_max_attempts: ranged("ORDER_MAX_ATTEMPTS", 5, 1..=100)?,
-            order_stale_after: Duration::from_secs(ranged("ORDER_STALE_AFTER_SECS", 30, 1..=86_400)?),
-            sweep_interval: Duration::from_millis(ranged("SWEEP_INTERVAL_MS", 2000, 10..=3_600_000)?),
+            order_stale_after: secs("ORDER_STALE_AFTER_SECS", 30, 1..=86_400)?,
+            sweep_interval: millis("SWEEP_INTERVAL_MS", 2000, 10..=3_600_000)?,
             queue_max_backlog: ranged("QUEUE_MAX_BACKLOG", 5000, 1..=10_000_000)?,
-            price_cache_ttl: Duration::from_secs(ranged(
-                renamed("PRICE_CACHE_TTL_SECS"),
-                60,
-                1..=31_536_000,
-            )?),
-            quote_ttl: Duration::from_secs(ranged(renamed("QUOTE_TTL_SECS"), 300, 1..=31_536_000)?),
-            idempotency_ttl: Duration::from_secs(ranged(
-                renamed("IDEMPOTENCY_TTL_SECS"),
-                86_400,
-                1..=31_536_000,
-            )?),
+            price_cache_ttl: secs(renamed("PRICE_CACHE_TTL_SECS"), 60, 1..=31_536_000)?,
+            quote_ttl: secs(renamed("QUOTE_TTL_SECS"), 300, 1..=31_536_000)?,
+            idempotency_ttl: secs(renamed("IDEMPOTENCY_TTL_SECS"), 86_400, 1..=31_536_000)?,
             currency: var("CURRENCY", "USD"),
             location_multipliers: var("LOCATION_MULTIPLIERS", DEFAULT_LOCATIONS),
             default_location: var("DEFAULT_LOCATION", "US"),
@@ -340,22 +320,14 @@ impl Settings {
             demand_saturation_orders: ranged("DEMAND_SATURATION_ORDERS", 100, 1..=100_000_000)?,
             scarcity_threshold: ranged("SCARCITY_THRESHOLD", 50, 0..=100_000_000)?,
             recalc_batch_size: ranged("RECALC_BATCH_SIZE", 2000, 1..=100_000)?,
-            recalc_lock_ttl: Duration::from_millis(ranged("RECALC_LOCK_TTL_MS", 30_000, 300..=3_600_000)?),
+            recalc_lock_ttl: millis("RECALC_LOCK_TTL_MS", 30_000, 300..=3_600_000)?,
             recalc_max_attempts: ranged("RECALC_MAX_ATTEMPTS", 5, 1..=100)?,
             market_events_max_len: ranged("MARKET_EVENTS_MAX_LEN", 100_000, 1..=100_000_000)?,
             listener_addr: parse("LISTENER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8002)))?,
             listener_batch_size: ranged("LISTENER_BATCH_SIZE", 500, 1..=10_000)?,
-            listener_block: Duration::from_millis(ranged("LISTENER_BLOCK_MS", 1_000, 1..=60_000)?),
-            listener_claim_idle: Duration::from_millis(ranged(
-                "LISTENER_CLAIM_IDLE_MS",
-                15_000,
-                1..=86_400_000,
-            )?),
-            listener_resend_after: Duration::from_millis(ranged(
-                "LISTENER_RESEND_AFTER_MS",
-                5_000,
-                1..=86_400_000,
-            )?),
+            listener_block: millis("LISTENER_BLOCK_MS", 1_000, 1..=60_000)?,
+            listener_claim_idle: millis("LISTENER_CLAIM_IDLE_MS", 15_000, 1..=86_400_000)?,
+            listener_resend_after: millis("LISTENER_RESEND_AFTER_MS", 5_000, 1..=86_400_000)?,
             limits: Limits {
                 max_body_bytes: parse("MAX_BODY_BYTES", 64 * 1024)?,
                 request_timeout: Duration::from_millis(parse("REQUEST_TIMEOUT_MS", 10_000)?),
@@ -370,7 +342,7 @@ impl Settings {
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_string())
                 .collect(),
-            shutdown_timeout: Duration::from_secs(ranged(renamed("SHUTDOWN_TIMEOUT_SECS"), 25, 0..=3_600)?),
+            shutdown_timeout: secs(renamed("SHUTDOWN_TIMEOUT_SECS"), 25, 0..=3_600)?,
             log_filter: filter("RUST_LOG", "info,sqlx=warn")?,
             log_format: var("LOG_FORMAT", "text"),
             traces_filter: filter("OTEL_TRACES_FILTER", "info")?,
