@@ -5,7 +5,6 @@ use axum::{
     extract::{rejection::JsonRejection, FromRequest, FromRequestParts, Request},
     http::{request::Parts, StatusCode},
 };
-use pricing_core::config::Limits;
 use serde::de::DeserializeOwned;
 
 use crate::{ApiContext, ApiError};
@@ -121,35 +120,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
             .map_err(|e| ApiError::Validation(e.body_text()))
     }
 }
-
-/// `page` (from 1) and `page_size` (1..=`MAX_PAGE_SIZE`), checked.
-pub fn page_params(
-    limits: &Limits,
-    page: Option<i64>,
-    page_size: Option<i64>,
-) -> Result<(i64, i64), ApiError> {
-    let page = page.unwrap_or(1);
-    let max = limits.max_page_size;
-    let page_size = page_size.unwrap_or(DEFAULT_PAGE_SIZE.min(max));
-    if !(1..=MAX_PAGE).contains(&page) {
-        return Err(ApiError::Validation(format!("page must be between 1 and {MAX_PAGE}")));
-    }
-    if !(1..=max).contains(&page_size) {
-        return Err(ApiError::Validation(format!("page_size must be between 1 and {max}")));
-    }
-    if (page - 1) * page_size > MAX_OFFSET {
-        return Err(ApiError::Validation(format!(
-            "page * page_size may skip at most {MAX_OFFSET} rows: narrow the list (status, search) instead"
-        )));
-    }
-    Ok((page, page_size))
-}
-
-const DEFAULT_PAGE_SIZE: i64 = 20;
-/// With `page_size` at most 100 (the default `MAX_PAGE_SIZE`), page 1,000 skips under `MAX_OFFSET` rows.
-const MAX_PAGE: i64 = 1_000;
-/// Deeper pages are refused rather than scanned: offset pagination reads every row before the page.
-pub const MAX_OFFSET: i64 = 100_000;
 
 /// Checks a client-supplied text field: trimmed, `min..=max` characters, printable
 /// (`domain::is_printable_text`). Returns the trimmed text.

@@ -26,12 +26,8 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
-/// Takes the lock if it is free; `None` if someone holds it. Never waits.
-pub async fn try_acquire(cache: &Cache, key: &str, ttl: Duration) -> Result<Option<Lease>> {
-    try_acquire_for(cache, key, ttl, "").await
-}
-
-/// The same, naming what the lock is taken for (`holder` tells it to others); the token stays unique.
+/// Takes the lock if it is free; `None` if someone holds it. Never waits. `purpose` names what the lock is
+/// taken for (`holder` tells it to others; may be empty); the token stays unique.
 #[tracing::instrument(name = "lock acquire", skip(cache, ttl), fields(db.system.name = "redis"))]
 pub async fn try_acquire_for(
     cache: &Cache,

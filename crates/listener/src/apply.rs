@@ -5,23 +5,26 @@
 //! being skipped, so no event's work is lost) and marks them `applied`. After the commit, the affected
 //! pricing states are dropped so the next quote recomputes them with the new market part, and the
 //! recalculation's job is enqueued.
+//!
+//! It takes only the connections it uses (no listener state), so the listener's tests drive it against a
+//! real database and Redis without a running listener.
 
 use std::collections::{BTreeSet, HashSet};
 
 use rust_decimal::Decimal;
+use sqlx::PgPool;
 
 use pricing_core::{
+    cache::Cache,
     db::{
         market::{self, category_scope, product_scope},
         market_events, products, tasks,
     },
     domain::{ProductRef, ProductScope},
     events::{MarketEvent, MarketEventType},
-    jobs::RecalculatePrices,
+    jobs::{RecalculatePrices, TaskQueue},
     Result,
 };
-
-use crate::startup::ListenerState;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -56,12 +59,20 @@ impl Effect {
     }
 }
 
-pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Result<BatchOutcome> {
+/// Applies `events` (in stream order) in one transaction, each `event_id` at most once ever; then drops
+/// the pricing states they changed (`cache`) and enqueues their recalculation (`task_queue`). On an error
+/// the caller leaves the batch unacknowledged and applies it again: what a first try committed is skipped.
+pub async fn apply_batch(
+    db: &PgPool,
+    cache: &Cache,
+    task_queue: &TaskQueue,
+    events: &[MarketEvent],
+) -> Result<BatchOutcome> {
     if events.is_empty() {
         return Ok(BatchOutcome::default());
     }
-    let sku_ids = resolve_skus(state, events).await?;
-    let mut tx = state.db.begin().await?;
+    let sku_ids = resolve_skus(db, events).await?;
+    let mut tx = db.begin().await?;
     let refs: Vec<&MarketEvent> = events.iter().collect();
     let fresh: HashSet<String> = market_events::claim_for_apply(&mut tx, &refs).await?.into_iter().collect();
     let effect = effect_of(events, &fresh, &sku_ids);
@@ -76,11 +87,11 @@ pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Resul
     tx.commit().await?;
 
     if !effect.signals.is_empty() {
-        forget_states(state, &effect.scope).await;
+        forget_states(db, cache, &effect.scope).await;
     }
     if let Some(task_id) = new_task {
         // If the enqueue fails, the task is recorded and the worker's sweeper enqueues it.
-        if let Err(e) = state.tasks.enqueue(RecalculatePrices::new(task_id), true).await {
+        if let Err(e) = task_queue.enqueue(RecalculatePrices::new(task_id), true).await {
             tracing::warn!(%task_id, error = %e, "enqueue failed; the sweeper will pick the task up");
         }
     }
@@ -89,7 +100,7 @@ pub async fn apply_batch(state: &ListenerState, events: &[MarketEvent]) -> Resul
 }
 
 /// Product ids of the SKUs the events name, as `(sku, id)`.
-async fn resolve_skus(state: &ListenerState, events: &[MarketEvent]) -> Result<Vec<(String, i64)>> {
+async fn resolve_skus(db: &PgPool, events: &[MarketEvent]) -> Result<Vec<(String, i64)>> {
     let skus: Vec<String> = events
         .iter()
         .flat_map(|e| &e.product_ids)
@@ -101,11 +112,12 @@ async fn resolve_skus(state: &ListenerState, events: &[MarketEvent]) -> Result<V
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    products::ids_of_skus(&state.db, &skus).await
+    products::ids_of_skus(db, &skus).await
 }
 
 /// The effect of the events this transaction applies (`fresh`), each once, in stream order. A SKU that
-/// names no product is left out.
+/// names no product is left out; a `recalculate` event whose scope names no product then recalculates none
+/// (only one that names no scope at all means every product).
 fn effect_of(events: &[MarketEvent], fresh: &HashSet<String>, sku_ids: &[(String, i64)]) -> Effect {
     let mut effect = Effect::default();
     let mut seen = HashSet::new();
@@ -126,7 +138,8 @@ fn effect_of(events: &[MarketEvent], fresh: &HashSet<String>, sku_ids: &[(String
                 effect.signals.push((key, multiplier, source.clone()));
             }
         }
-        effect.everything |= event.event_type == MarketEventType::Recalculate && scope.is_all();
+        let names_no_scope = event.product_ids.is_empty() && event.category.is_none();
+        effect.everything |= event.event_type == MarketEventType::Recalculate && names_no_scope;
         effect.scope.merge(&scope);
         effect.event_ids.push(event.event_id.clone());
     }
@@ -134,12 +147,12 @@ fn effect_of(events: &[MarketEvent], fresh: &HashSet<String>, sku_ids: &[(String
 }
 
 /// Drops the affected pricing states (best effort: the recalculation rewrites them anyway).
-async fn forget_states(state: &ListenerState, scope: &ProductScope) {
-    let ids = match products::ids_in(&state.db, scope).await {
+async fn forget_states(db: &PgPool, cache: &Cache, scope: &ProductScope) {
+    let ids = match products::ids_in(db, scope).await {
         Ok(ids) => ids.into_iter().collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>(),
         Err(e) => return tracing::warn!(error = %e, "could not list the affected products"),
     };
-    if let Err(e) = state.cache.forget_pricing(&ids).await {
+    if let Err(e) = cache.forget_pricing(&ids).await {
         tracing::warn!(error = %e, "could not drop the affected pricing states; the recalculation will replace them");
     }
 }
@@ -179,5 +192,14 @@ mod tests {
         let effect = effect_of(&[all], &["all".to_string()].into_iter().collect(), &[]);
         assert_eq!(effect.recalculation(), Some(None));
         assert!(effect_of(&[], &HashSet::new(), &[]).recalculation().is_none());
+    }
+
+    #[test]
+    fn a_recalculate_naming_only_unknown_skus_recalculates_nothing() {
+        let unknown =
+            event(json!({ "event_id": "u", "event_type": "recalculate", "product_ids": ["NOPE-1"] }));
+        let effect = effect_of(&[unknown], &["u".to_string()].into_iter().collect(), &[]);
+        assert_eq!(effect.event_ids, ["u"], "applied all the same");
+        assert!(effect.recalculation().is_none(), "not a recalculation of every product");
     }
 }

@@ -13,7 +13,7 @@ use pricing_core::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::startup::{Counted, ListenerState};
+use crate::state::{Counted, ListenerState};
 
 const RETRY_BASE: Duration = Duration::from_millis(200);
 const RETRY_CAP: Duration = Duration::from_secs(5);

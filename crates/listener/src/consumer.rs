@@ -25,7 +25,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     apply,
-    startup::{Counted, ListenerState},
+    state::{Counted, ListenerState},
 };
 
 /// Failed steps wait 100 ms, 200 ms ... at most 5 s before the next try.
@@ -72,7 +72,6 @@ impl Consumer {
                     let delay = retry::backoff(failures, RETRY_BASE, RETRY_CAP);
                     tracing::warn!(error = %e, ?delay, "market event batch failed; retrying");
                     self.state.consumer_failed(e.to_string());
-                    self.reread_pending = true;
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = tokio::time::sleep(delay) => {}
@@ -84,8 +83,15 @@ impl Consumer {
     }
 
     /// One batch: claimed entries of dead listeners when it is time, else own pending ones after a failure,
-    /// else new ones (blocking up to `LISTENER_BLOCK_MS`).
-    async fn step(&mut self) -> Result<()> {
+    /// else new ones (blocking up to `LISTENER_BLOCK_MS`). Public so tests drive the consumer step by step.
+    pub async fn step(&mut self) -> Result<()> {
+        let stepped = self.next_batch().await;
+        // A failed batch stays pending, unacknowledged: the next steps read it again (id `0`) first.
+        self.reread_pending |= stepped.is_err();
+        stepped
+    }
+
+    async fn next_batch(&mut self) -> Result<()> {
         if Instant::now() >= self.next_claim {
             let claimed = self.claim_idle().await?;
             self.next_claim = Instant::now() + self.state.settings.listener_claim_idle / 2;
@@ -181,7 +187,9 @@ impl Consumer {
         let span = batch_span(&events);
         // With export off the span records nothing: the first publisher's context is passed on as is.
         let caller = events.iter().find_map(|e| e.traceparent.as_deref()).map(telemetry::context_from);
-        let apply = telemetry::within_caller(caller, apply::apply_batch(&self.state, &events));
+        let state = &self.state;
+        let applying = apply::apply_batch(&state.db, &state.cache, &state.tasks, &events);
+        let apply = telemetry::within_caller(caller, applying);
         let outcome = apply.instrument(span).await?;
         self.state.counters.add(Counted::Applied, outcome.applied);
         self.state.counters.add(Counted::Duplicate, outcome.duplicates);

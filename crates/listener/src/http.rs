@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::startup::ListenerState;
+use crate::state::ListenerState;
 
 /// How long a backend may take to answer a health check.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -25,18 +25,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ListenerState>, shutdown: C
 }
 
 async fn health(State(state): State<Arc<ListenerState>>) -> impl IntoResponse {
-    let postgres = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await;
-    let redis = tokio::time::timeout(CHECK_TIMEOUT, state.cache.ping()).await;
+    let backends = pricing_core::health::check_backends(&state.db, &state.cache, CHECK_TIMEOUT).await;
     let (beat, consumer_error) = state.consumer_beat.lock().expect("beat").clone();
     // A healthy consumer completes a step at least every block period.
     let stalled = beat.elapsed() > state.settings.listener_block * 3 + CHECK_TIMEOUT;
-    let mut failing = Vec::new();
-    if !matches!(postgres, Ok(Ok(_))) {
-        failing.push("PostgreSQL not answering".to_string());
-    }
-    if !matches!(redis, Ok(Ok(_))) {
-        failing.push("Redis not answering".to_string());
-    }
+    let mut failing: Vec<String> =
+        backends.failing().into_iter().map(|name| format!("{name} not answering")).collect();
     if stalled {
         failing.push(format!(
             "stream consumer stalled ({})",

@@ -8,6 +8,9 @@ pub mod apply;
 pub mod bridge;
 pub mod consumer;
 pub mod http;
+pub mod resend;
 pub mod startup;
+pub mod state;
 
 pub use startup::Listener;
+pub use state::ListenerState;

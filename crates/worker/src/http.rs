@@ -1,17 +1,12 @@
 //! The worker's small HTTP server on `WORKER_ADDR`: `/health` (200 while PostgreSQL and Redis answer, 503
 //! naming the one that does not) and `/metrics` (Prometheus text from the recorder every binary installs).
 
-use std::time::Duration;
-
 use axum::{extract::State, http::StatusCode, response::IntoResponse, routing::get, Json, Router};
-use pricing_core::{cache::Cache, prometheus};
+use pricing_core::{cache::Cache, health, prometheus};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-/// How long a backend may take to answer a health check.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct Backends {
@@ -32,23 +27,13 @@ pub async fn serve(listener: TcpListener, db: PgPool, cache: Cache, shutdown: Ca
 }
 
 async fn health(State(b): State<Backends>) -> impl IntoResponse {
-    let postgres = tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("SELECT 1").execute(&b.db)).await;
-    let redis = tokio::time::timeout(CHECK_TIMEOUT, b.cache.ping()).await;
-    let mut failing = Vec::new();
-    if !matches!(postgres, Ok(Ok(_))) {
-        failing.push("PostgreSQL not answering");
+    let backends = health::check_backends(&b.db, &b.cache, health::CHECK_TIMEOUT).await;
+    if backends.all_ok() {
+        return (StatusCode::OK, Json(json!({ "status": "healthy" })));
     }
-    if !matches!(redis, Ok(Ok(_))) {
-        failing.push("Redis not answering");
-    }
-    if failing.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "healthy" })))
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unhealthy", "detail": failing.join("; ") })),
-        )
-    }
+    let failing: Vec<String> =
+        backends.failing().into_iter().map(|name| format!("{name} not answering")).collect();
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unhealthy", "detail": failing.join("; ") })))
 }
 
 async fn metrics(State(b): State<Backends>) -> impl IntoResponse {

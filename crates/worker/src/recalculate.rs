@@ -94,7 +94,7 @@ impl Recalculator {
                 }
                 // A retry of a task that already did part of the work: wait for the other run to finish.
                 lock_waits += 1;
-                if lock_waits > MAX_LOCK_WAITS && task.waits_for_lock {
+                if lock_waits > MAX_LOCK_WAITS && task.waits_for_lock() {
                     tracing::info!(%task_id, "recalculation deferred: another run keeps the lock");
                     return Ok(RecalcOutcome::Deferred);
                 }

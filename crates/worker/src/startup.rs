@@ -70,6 +70,8 @@ impl Worker {
     }
 
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // The bound address: with port 0 in WORKER_ADDR, this line is where a supervisor learns the port.
+        tracing::info!(addr = %self.http.local_addr()?, "pricing-worker listening");
         let recalculator = Arc::new(self.recalculator()?);
         self.run_with(recalculator, shutdown).await
     }

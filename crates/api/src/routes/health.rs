@@ -46,22 +46,13 @@ struct Checks {
 async fn ready(State(ctx): State<ApiContext>) -> (StatusCode, Json<Readiness>) {
     // Well inside the 2 s an orchestrator allows, so an outage shows as 503 rather than a probe timeout.
     let timeout = std::time::Duration::from_secs(1);
-    let (postgres, redis) = tokio::join!(
-        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&ctx.db)),
-        tokio::time::timeout(timeout, ctx.cache.ping()),
-    );
-    let (postgres_ok, redis_ok) = (matches!(postgres, Ok(Ok(_))), matches!(redis, Ok(Ok(_))));
+    let backends = pricing_core::health::check_backends(&ctx.db, &ctx.cache, timeout).await;
     let state = |ok: bool| if ok { "ok" } else { "unavailable" };
-    let checks = Checks { postgres: state(postgres_ok), redis: state(redis_ok) };
-    if postgres_ok && redis_ok {
+    let checks = Checks { postgres: state(backends.postgres), redis: state(backends.redis) };
+    if backends.all_ok() {
         return (StatusCode::OK, Json(Readiness { status: "ready", detail: None, checks }));
     }
-    let down: Vec<&str> = [("PostgreSQL", postgres_ok), ("Redis", redis_ok)]
-        .into_iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(name, _)| name)
-        .collect();
-    let detail = Some(format!("{} not answering", down.join(" and ")));
+    let detail = Some(format!("{} not answering", backends.failing().join(" and ")));
     (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness { status: "unavailable", detail, checks }))
 }
 

@@ -4,19 +4,23 @@
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use pricing_core::{
-    db::market_events::{self, MarketEventRecord, STATUSES},
+    db::market_events::{self, MarketEventRecord, MarketEventStatus},
     domain::{Page, ProductRef},
-    events::{MarketEvent, MarketEventDraft},
+    events::{MarketEvent, MarketEventDraft, EVENT_ID_PATTERN},
     telemetry,
 };
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::{
+    openapi::schema::{Object, ObjectBuilder, SchemaType, Type},
+    IntoParams, ToSchema,
+};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::paging::PageParams;
 use crate::{
     auth::Admin,
     error::{ApiResult, ErrorBody},
-    extract::{page_params, PathText, Query, RawBody},
+    extract::{PathText, Query, RawBody},
     ApiContext, ApiError,
 };
 
@@ -62,12 +66,21 @@ enum SignalType {
     DemandShock,
 }
 
+/// An optional `event_id` as the description states it: `EVENT_ID_PATTERN`, the rule `validate` applies
+/// (a schema attribute would need a copy of it as a literal).
+fn event_id_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(EVENT_ID_PATTERN))
+        .build()
+}
+
 /// A recalculation: of everything, or of a category or some products.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct RecalculationEvent {
-    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    #[schema(schema_with = event_id_schema)]
     event_id: Option<String>,
     event_type: Option<RecalculateType>,
     #[schema(
@@ -95,7 +108,7 @@ struct RecalculationEvent {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct CategorySignal {
-    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    #[schema(schema_with = event_id_schema)]
     event_id: Option<String>,
     event_type: SignalType,
     /// The market part of the price, between 0.5 and 2.0.
@@ -126,7 +139,7 @@ struct CategorySignal {
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct ProductSignal {
-    #[schema(pattern = "^[A-Za-z0-9_:.-]{1,200}$")]
+    #[schema(schema_with = event_id_schema)]
     event_id: Option<String>,
     event_type: SignalType,
     /// The market part of the price, between 0.5 and 2.0.
@@ -223,31 +236,24 @@ async fn read(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
-    #[param(pattern = "^(received|applied|dead_letter)$")]
+struct ListFilter {
+    #[param(value_type = Option<MarketEventStatus>, inline)]
     status: Option<String>,
-    /// From 1.
-    #[param(minimum = 1, maximum = 1_000)]
-    page: Option<i64>,
-    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
-    #[param(minimum = 1, maximum = 100)]
-    page_size: Option<i64>,
 }
 
 /// Events, newest first.
-#[utoipa::path(get, path = "/market-events", operation_id = "list_market_events", tag = "market events", params(ListParams),
+#[utoipa::path(get, path = "/market-events", operation_id = "list_market_events", tag = "market events", params(ListFilter, PageParams),
     responses((status = 200, description = "A page of events", body = Page<MarketEventRecord>)))]
 async fn list(
     State(ctx): State<ApiContext>,
-    Query(params): Query<ListParams>,
+    Query(filter): Query<ListFilter>,
+    Query(paging): Query<PageParams>,
 ) -> ApiResult<axum::Json<Page<MarketEventRecord>>> {
-    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
-    let status = params.status.as_deref();
-    if let Some(status) = status.filter(|s| !STATUSES.contains(s)) {
-        return Err(ApiError::Validation(format!(
-            "status must be one of {}; got {status:?}",
-            STATUSES.join(", ")
-        )));
-    }
+    let (page, page_size) = paging.checked(&ctx.settings.limits)?;
+    let status = filter
+        .status
+        .as_deref()
+        .map(|s| super::one_of("status", s, &MarketEventStatus::ALL, MarketEventStatus::as_str))
+        .transpose()?;
     Ok(axum::Json(market_events::list(&ctx.db, status, page, page_size).await?))
 }

@@ -5,6 +5,7 @@
 mod health;
 mod market_events;
 mod orders;
+mod paging;
 mod price;
 mod products;
 mod tasks;
@@ -40,10 +41,12 @@ pub fn router(ctx: ApiContext) -> Router {
         .routes(routes!(crate::metrics::render))
         .nest("/api/v1", api_v1)
         .split_for_parts();
+    let mut api = openapi::finish(api, "/api/v1/orders", "/orders");
+    paging::describe_page_size(&mut api, &settings.limits);
     let routes = routes
         // The older order service's clients call /orders/... directly.
         .nest("/orders", orders::router().into())
-        .merge(openapi::docs(openapi::finish(api, "/api/v1/orders", "/orders")))
+        .merge(openapi::docs(api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     crate::limits::apply(routes, &settings)
@@ -100,6 +103,15 @@ async fn index() -> Json<Index> {
         version: env!("CARGO_PKG_VERSION"),
         openapi: openapi::SPEC_PATH,
         docs: openapi::DOCS_PATH,
+    })
+}
+
+/// A listing's filter that names one of a closed set (`all`, each written as `name` writes it); anything
+/// else is a 422 listing them.
+fn one_of<T: Copy>(field: &str, value: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, ApiError> {
+    all.iter().copied().find(|v| name(*v) == value).ok_or_else(|| {
+        let names: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+        ApiError::Validation(format!("{field} must be one of {}; got {value:?}", names.join(", ")))
     })
 }
 

@@ -19,10 +19,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::paging::PageParams;
 use crate::{
     auth::Admin,
     error::{ApiResult, ErrorBody},
-    extract::{page_params, text_field, Id, Json, Query},
+    extract::{text_field, Id, Json, Query},
     ApiContext, ApiError,
 };
 
@@ -82,13 +83,7 @@ struct UpdateProduct {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
-    /// From 1.
-    #[param(minimum = 1, maximum = 1_000)]
-    page: Option<i64>,
-    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
-    #[param(minimum = 1, maximum = 100)]
-    page_size: Option<i64>,
+struct ListFilter {
     /// Matches names and SKUs.
     /// Empty means no search.
     #[param(max_length = 255)]
@@ -158,14 +153,15 @@ struct ProductView {
 }
 
 /// Lists products, newest first.
-#[utoipa::path(get, path = "", operation_id = "list_products", tag = "products", params(ListParams),
+#[utoipa::path(get, path = "", operation_id = "list_products", tag = "products", params(PageParams, ListFilter),
     responses((status = 200, description = "A page of products", body = Page<ProductView>)))]
 async fn list(
     State(ctx): State<ApiContext>,
-    Query(params): Query<ListParams>,
+    Query(paging): Query<PageParams>,
+    Query(filter): Query<ListFilter>,
 ) -> ApiResult<axum::Json<Page<ProductView>>> {
-    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
-    let search = match params.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let (page, page_size) = paging.checked(&ctx.settings.limits)?;
+    let search = match filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         // No product's name holds such characters (names with them are refused): nothing matches.
         Some(s) if !pricing_core::domain::is_printable_text(s) => {
             return Ok(axum::Json(Page::new(vec![], 0, page, page_size)));
@@ -207,6 +203,22 @@ async fn view(ctx: &ApiContext, product: Product) -> ApiResult<ProductView> {
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
+/// Whether `/cached` found the product in Redis: counted, and told in `X-Cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CacheOutcome {
+    Hit,
+    Miss,
+}
+
+impl CacheOutcome {
+    fn header_value(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "HIT",
+            CacheOutcome::Miss => "MISS",
+        }
+    }
+}
+
 /// Cache-aside: the cached row and its pricing state read from Redis in one round trip; on a miss,
 /// PostgreSQL, then a versioned write so a slower reader can never put back a copy older than the one a
 /// writer just stored.
@@ -229,8 +241,8 @@ async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<imp
             (Lookup::Missing, Lookup::Missing)
         }
     };
-    let (product, hit) = match cached {
-        Lookup::Hit(product) => (product, "HIT"),
+    let (product, outcome) = match cached {
+        Lookup::Hit(product) => (product, CacheOutcome::Hit),
         Lookup::Invalidated(_) | Lookup::Missing => {
             let product = products::get(&ctx.db, id).await?;
             if let Err(e) =
@@ -238,13 +250,13 @@ async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<imp
             {
                 tracing::warn!(product_id = id, error = %e, "could not cache the product");
             }
-            (product, "MISS")
+            (product, CacheOutcome::Miss)
         }
     };
-    ctx.cache.count_lookup(hit == "HIT");
+    ctx.cache.count_lookup(outcome == CacheOutcome::Hit);
     let (pricing, _) = ctx.pricing.pricing_after(id, pricing).await?;
     let current_price = ctx.pricing.price_for(&pricing, &ctx.pricing.default_shopper());
-    Ok(([(X_CACHE, hit)], axum::Json(ProductView { product, current_price })))
+    Ok(([(X_CACHE, outcome.header_value())], axum::Json(ProductView { product, current_price })))
 }
 
 /// Changes a product; absent fields stay as they are.

@@ -3,7 +3,7 @@
 
 use axum::{extract::State, http::StatusCode, response::IntoResponse};
 use pricing_core::{
-    db::tasks::{self, Task, TaskStatus},
+    db::tasks::{self, Coverage, Task, TaskKind, TaskStatus},
     jobs::RecalculatePrices,
 };
 use serde::Serialize;
@@ -35,7 +35,7 @@ struct TaskAccepted {
 #[utoipa::path(post, path = "/recalculate", operation_id = "start_recalculation", tag = "tasks", security(("bearer" = [])),
     responses((status = 202, description = "Queued", body = TaskAccepted)))]
 async fn recalculate(_: Admin, State(ctx): State<ApiContext>) -> ApiResult<impl IntoResponse> {
-    let task = tasks::create(&ctx.db, RecalculatePrices::KIND_ALL, None, false).await?;
+    let task = tasks::create(&ctx.db, TaskKind::RecalculateAll, Coverage::Everything).await?;
     if let Err(e) = ctx.task_queue.enqueue(RecalculatePrices::new(task.id), true).await {
         tracing::warn!(task_id = %task.id, error = %e, "enqueue failed; the sweeper will pick the task up");
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 /// Every operation a client can call, as `METHOD path`.
 const OPERATIONS: &[&str] = &[
@@ -176,11 +176,39 @@ async fn every_pattern_in_the_description_is_a_rule_of_the_code() {
         domain::SKU_PATTERN,
         events::EVENT_ID_PATTERN,
     ];
-    let others = ["^[!-~]{1,255}$", "^(received|applied|dead_letter)$"];
+    let others = ["^[!-~]{1,255}$"];
     for pattern in &found {
         assert!(rules.contains(&pattern.as_str()) || others.contains(&pattern.as_str()), "{pattern}");
     }
     for rule in rules {
         assert!(found.iter().any(|p| p == rule), "{rule} is stated nowhere");
     }
+}
+
+/// `MAX_PAGE_SIZE` is configured, and a schema attribute is a literal: the description states the configured
+/// maximum on every listing's `page_size` all the same, and it is the bound the server applies.
+#[tokio::test]
+async fn every_page_size_states_the_configured_maximum() {
+    let app = spawn_app_with(|s| s.limits.max_page_size = 37).await;
+    let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut listings = vec![];
+    for (name, op) in operations(&spec) {
+        for param in op["parameters"].as_array().into_iter().flatten().filter(|p| p["name"] == "page_size") {
+            assert_eq!(param["schema"]["maximum"], 37, "{name}");
+            assert_eq!(param["schema"]["minimum"], 1, "{name}");
+            assert_eq!(param["description"], "1 to MAX_PAGE_SIZE (37); 20 when absent.", "{name}");
+            listings.push(name.clone());
+        }
+    }
+    listings.sort();
+    assert_eq!(
+        listings,
+        ["GET /api/v1/market-events", "GET /api/v1/orders", "GET /api/v1/products", "GET /orders"]
+    );
+
+    assert_eq!(app.get("/api/v1/products?page_size=37").await.status(), StatusCode::OK);
+    let res = app.get("/api/v1/products?page_size=38").await;
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["detail"], "page_size must be between 1 and 37 (MAX_PAGE_SIZE)");
 }

@@ -18,8 +18,38 @@ pub const TOKEN: &str = "process-test-admin-token-0123456789abcdef";
 pub const QUOTE_KEY: &str = "process-test-quote-signing-key-0123456789";
 pub const JWT_SECRET: &str = "process-test-jwt-hs256-secret-0123456789";
 
+/// A port free now, for a program that cannot bind port 0 and say which it got (Prometheus). Another
+/// process may take it before that program binds it; the binaries of this repo are never given one (each
+/// binds port 0 and `Stack` reads the port it got).
 pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The TCP port the process `pid` listens on, if it listens yet: its sockets (`/proc/{pid}/fd`) matched
+/// against the listening ones of the network namespace (`/proc/net/tcp`, state `0A`).
+fn listening_port(pid: u32) -> Option<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .ok()?
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_string()))
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let listening =
+            cols.get(3) == Some(&"0A") && cols.get(9).is_some_and(|i| inodes.iter().any(|n| n == i));
+        listening.then(|| u16::from_str_radix(cols[1].rsplit(':').next()?, 16).ok()).flatten()
+    })
+}
+
+/// Which binary serves on the address a setting names.
+fn exe_of(var: &str) -> &'static str {
+    match var {
+        "API_ADDR" => "pricing-api",
+        "WORKER_ADDR" => "pricing-worker",
+        "LISTENER_ADDR" => "pricing-listener",
+        other => panic!("{other} is not an address setting"),
+    }
 }
 
 /// Started binaries, killed when dropped; the database is dropped with them.
@@ -60,13 +90,13 @@ impl Stack {
             .unwrap_or_else(|_| "postgres://postgres:postgres@127.0.0.1:5432/pricing".into());
         let id = uuid::Uuid::new_v4().simple().to_string();
         let database_url = format!("{}/{name}_{id}", base.rsplit_once('/').unwrap().0);
-        let api_port = free_port();
         let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", database_url.clone()),
             ("REDIS_KEY_PREFIX", format!("{name}:{id}")),
-            ("API_ADDR", format!("127.0.0.1:{api_port}")),
-            ("WORKER_ADDR", format!("127.0.0.1:{}", free_port())),
-            ("LISTENER_ADDR", format!("127.0.0.1:{}", free_port())),
+            // Each binary binds a port of its own choosing; `url_of` finds which.
+            ("API_ADDR", "127.0.0.1:0".into()),
+            ("WORKER_ADDR", "127.0.0.1:0".into()),
+            ("LISTENER_ADDR", "127.0.0.1:0".into()),
             ("ADMIN_TOKEN", TOKEN.into()),
             ("QUOTE_SIGNING_KEY", QUOTE_KEY.into()),
             ("JWT_HS256_SECRET", JWT_SECRET.into()),
@@ -86,14 +116,9 @@ impl Stack {
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
         let log_dir = std::env::temp_dir().join(format!("{name}_{id}"));
         std::fs::create_dir_all(&log_dir).unwrap();
-        let mut stack = Stack {
-            children: vec![],
-            env,
-            log_dir,
-            api: format!("http://127.0.0.1:{api_port}"),
-            database_url,
-        };
+        let mut stack = Stack { children: vec![], env, log_dir, api: String::new(), database_url };
         stack.spawn("pricing-api");
+        stack.api = stack.url_of("API_ADDR");
         wait_for(&format!("{}/api/v1/health/ready", stack.api)).await;
         stack
     }
@@ -115,9 +140,19 @@ impl Stack {
         self.env.iter().rev().find(|(k, _)| k == var).expect("a set setting").1.clone()
     }
 
-    /// `http://` + the address a setting names (`WORKER_ADDR`, `LISTENER_ADDR`).
+    /// `http://` + the address the binary serving a setting's address (`API_ADDR`, `WORKER_ADDR`,
+    /// `LISTENER_ADDR`) bound, once it listens (waits up to 30 s).
     pub fn url_of(&self, var: &str) -> String {
-        format!("http://{}", self.setting(var))
+        let exe = exe_of(var);
+        let pid = self.children.iter().rev().find(|(name, _)| name == exe).expect("a started process").1.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(port) = listening_port(pid) {
+                return format!("http://127.0.0.1:{port}");
+            }
+            assert!(Instant::now() < deadline, "{exe} never listened: {}", self.log(exe));
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// What the process has logged so far (one JSON object per line).

@@ -64,11 +64,27 @@ pub async fn set_multipliers(
     Ok(())
 }
 
-/// The scope key of a product's signal and of a category's.
+/// The scope key of a product's signal and of a category's (`product_scope_prefix!`: the same key
+/// `market_multiplier_of!` looks up).
 pub fn product_scope(product_id: i64) -> String {
-    format!("product:{product_id}")
+    format!(concat!(product_scope_prefix!(), "{}"), product_id)
 }
 
 pub fn category_scope(category: &str) -> String {
-    format!("category:{category}")
+    format!(concat!(category_scope_prefix!(), "{}"), category)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_keys_are_the_prefix_and_the_id_or_name() {
+        assert_eq!(product_scope(42), "product:42");
+        assert_eq!(category_scope("toys"), "category:toys");
+        // The SQL side builds the same keys from the same prefixes.
+        let sql = market_multiplier_of!("p");
+        assert!(sql.contains("m.scope = 'product:' || p.id"), "{sql}");
+        assert!(sql.contains("m.scope = 'category:' || p.category"), "{sql}");
+    }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{domain::Page, events::MarketEvent, Error, Result};
@@ -15,7 +15,9 @@ use crate::{domain::Page, events::MarketEvent, Error, Result};
 pub struct MarketEventRecord {
     pub event_id: String,
     pub event_type: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
+    pub status: MarketEventStatus,
     pub received_at: DateTime<Utc>,
     pub applied_at: Option<DateTime<Utc>>,
     pub error: Option<String>,
@@ -23,8 +25,40 @@ pub struct MarketEventRecord {
     pub task_id: Option<uuid::Uuid>,
 }
 
-/// The statuses an event can have.
-pub const STATUSES: [&str; 3] = ["received", "applied", "dead_letter"];
+/// Where an event is: `received` until its effect is applied, then `applied`; `dead_letter` when it could
+/// not be applied.
+// The table's `CHECK` admits the same three; `applied` is set in the transaction that applies the effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarketEventStatus {
+    Received,
+    Applied,
+    DeadLetter,
+}
+
+impl MarketEventStatus {
+    pub const ALL: [MarketEventStatus; 3] =
+        [MarketEventStatus::Received, MarketEventStatus::Applied, MarketEventStatus::DeadLetter];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MarketEventStatus::Received => "received",
+            MarketEventStatus::Applied => "applied",
+            MarketEventStatus::DeadLetter => "dead_letter",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl TryFrom<String> for MarketEventStatus {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("unknown market event status {s:?}"))
+    }
+}
 
 macro_rules! event_columns {
     () => {
@@ -59,10 +93,11 @@ pub async fn get(pool: &PgPool, event_id: &str) -> Result<MarketEventRecord> {
 /// The latest events, newest first, optionally of one status.
 pub async fn list(
     pool: &PgPool,
-    status: Option<&str>,
+    status: Option<MarketEventStatus>,
     page: i64,
     page_size: i64,
 ) -> Result<Page<MarketEventRecord>> {
+    let status = status.map(MarketEventStatus::as_str);
     let items = sqlx::query_as(concat!(
         "SELECT ",
         event_columns!(),
@@ -147,14 +182,13 @@ pub async fn mark_dead(
 /// failed), oldest first; marked as appended now so the next sweep does not take them again.
 #[tracing::instrument(skip(pool), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "market_events"))]
 pub async fn take_unapplied(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<MarketEvent>> {
-    let payloads: Vec<sqlx::types::Json<MarketEvent>> = sqlx::query_scalar(
-        "UPDATE market_events SET last_appended_at = now()
-         WHERE event_id IN (SELECT event_id FROM market_events
-                            WHERE status = 'received' AND last_appended_at < now() - make_interval(secs => $1)
-                            ORDER BY last_appended_at LIMIT $2
-                            FOR UPDATE SKIP LOCKED)
-         RETURNING payload",
-    )
+    let payloads: Vec<sqlx::types::Json<MarketEvent>> = sqlx::query_scalar(take_stale!(
+        table: "market_events",
+        key: "event_id",
+        stamp: "last_appended_at",
+        filter: "status = 'received'",
+        returning: "payload"
+    ))
     .bind(older_than.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::{domain::ProductScope, Error, Result};
@@ -44,11 +44,79 @@ impl TryFrom<String> for TaskStatus {
     }
 }
 
+/// What a task is for (its `kind` column), and so how it meets a running recalculation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Asked for by `POST /api/v1/recalculate`: every product; skipped when another run holds the lock.
+    RecalculateAll,
+    /// Started by market events: their scope; it waits for the lock (an event's effect is never dropped).
+    ForMarketEvents,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::RecalculateAll => "recalculate_all_prices",
+            TaskKind::ForMarketEvents => "recalculate_for_market_events",
+        }
+    }
+
+    /// Whether a task of this kind waits for a running recalculation instead of being skipped. The one
+    /// place this is decided: the `waits_for_lock` column is written from it.
+    pub fn waits_for_lock(self) -> bool {
+        matches!(self, TaskKind::ForMarketEvents)
+    }
+}
+
+impl Serialize for TaskKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl TryFrom<String> for TaskKind {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        [Self::RecalculateAll, Self::ForMarketEvents]
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| format!("unknown task kind {s:?}"))
+    }
+}
+
+/// Which products a recalculation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coverage<'a> {
+    /// Every product (the task is stored without a scope).
+    Everything,
+    /// These products and categories only.
+    Only(&'a ProductScope),
+}
+
+impl<'a> Coverage<'a> {
+    /// As the `scope` column holds it: `NULL` is every product.
+    fn scope(self) -> Option<&'a ProductScope> {
+        match self {
+            Coverage::Everything => None,
+            Coverage::Only(scope) => Some(scope),
+        }
+    }
+}
+
+/// The column's reading (`None` is every product), for callers that hold a scope that way.
+impl<'a> From<Option<&'a ProductScope>> for Coverage<'a> {
+    fn from(scope: Option<&'a ProductScope>) -> Self {
+        scope.map_or(Coverage::Everything, Coverage::Only)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Task {
     #[serde(rename = "task_id")]
     pub id: Uuid,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    #[schema(value_type = String)]
+    pub kind: TaskKind,
     #[sqlx(try_from = "String")]
     pub status: TaskStatus,
     pub processed: i64,
@@ -61,10 +129,6 @@ pub struct Task {
     /// The products it covers; `None` is every product.
     #[schema(value_type = Option<ProductScope>)]
     pub scope: Option<sqlx::types::Json<ProductScope>>,
-    /// Started by a market event: it waits for a running recalculation instead of being skipped.
-    #[serde(skip)]
-    #[schema(ignore)]
-    pub waits_for_lock: bool,
     #[serde(skip)]
     #[schema(ignore)]
     pub cursor: i64,
@@ -74,30 +138,36 @@ impl Task {
     pub fn product_scope(&self) -> ProductScope {
         self.scope.as_ref().map(|s| s.0.clone()).unwrap_or_default()
     }
+
+    /// Whether it waits for a running recalculation instead of being skipped (its kind says).
+    pub fn waits_for_lock(&self) -> bool {
+        self.kind.waits_for_lock()
+    }
 }
 
 macro_rules! task_columns {
     () => {
         "id, kind, status, processed, total, attempts, error, created_at, started_at, finished_at, scope, \
-         waits_for_lock, cursor"
+         cursor"
     };
 }
 
-/// Records a new task, `queued`. `scope` `None` covers every product.
-pub async fn create(
-    pool: &PgPool,
-    kind: &str,
-    scope: Option<&ProductScope>,
-    waits_for_lock: bool,
-) -> Result<Task> {
+/// Records a new task of `kind`, `queued`, covering `coverage` (a `Coverage`, or a scope as the column
+/// holds it: `None` is every product).
+pub async fn create<'s>(pool: &PgPool, kind: TaskKind, coverage: impl Into<Coverage<'s>>) -> Result<Task> {
+    insert(pool, kind, coverage.into()).await
+}
+
+/// The one `INSERT` of a task: `waits_for_lock` (read by `skip`) is written from its kind here.
+async fn insert(db: impl PgExecutor<'_>, kind: TaskKind, coverage: Coverage<'_>) -> Result<Task> {
     Ok(sqlx::query_as(concat!(
         "INSERT INTO tasks (kind, scope, waits_for_lock) VALUES ($1, $2, $3) RETURNING ",
         task_columns!()
     ))
-    .bind(kind)
-    .bind(scope.map(sqlx::types::Json))
-    .bind(waits_for_lock)
-    .fetch_one(pool)
+    .bind(kind.as_str())
+    .bind(coverage.scope().map(sqlx::types::Json))
+    .bind(kind.waits_for_lock())
+    .fetch_one(db)
     .await?)
 }
 
@@ -186,16 +256,13 @@ pub async fn skip(pool: &PgPool, id: Uuid, reason: &str) -> Result<bool> {
 
 /// Unfinished tasks whose job was lost (queued, or running with a silent worker), marked re-enqueued.
 pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Result<Vec<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "UPDATE tasks SET last_enqueued_at = now()
-         WHERE id IN (SELECT id FROM tasks
-                      WHERE last_enqueued_at < now() - make_interval(secs => $1)
-                        AND (status = 'queued'
-                             OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1)))
-                      ORDER BY last_enqueued_at LIMIT $2
-                      FOR UPDATE SKIP LOCKED)
-         RETURNING id",
-    )
+    Ok(sqlx::query_scalar(take_stale!(
+        table: "tasks",
+        key: "id",
+        stamp: "last_enqueued_at",
+        filter: "status = 'queued' OR (status = 'running' AND heartbeat_at < now() - make_interval(secs => $1))",
+        returning: "id"
+    ))
     .bind(older_than.as_secs_f64())
     .bind(limit)
     .fetch_all(pool)
@@ -203,26 +270,28 @@ pub async fn take_stale(pool: &PgPool, older_than: Duration, limit: i64) -> Resu
 }
 
 /// A recalculation for market events: merged into one of `kind` still waiting to start (so a burst of
-/// events makes one run, not hundreds), or a new one. `scope` `None` is every product. Returns the task and
-/// whether it is new (a new task needs its job enqueued; a merged one has its job already). Runs inside the
-/// caller's transaction: the task is recorded with the effect that asked for it, or not at all.
-pub async fn for_events(
+/// events makes one run, not hundreds), or a new one covering `coverage`. Returns the task and whether it
+/// is new (a new task needs its job enqueued; a merged one has its job already). Runs inside the caller's
+/// transaction: the task is recorded with the effect that asked for it, or not at all. `coverage` is a
+/// `Coverage`, or a scope as the column holds it (`None`: every product).
+pub async fn for_events<'s>(
     tx: &mut Transaction<'_, Postgres>,
-    kind: &str,
-    scope: Option<&ProductScope>,
+    kind: TaskKind,
+    coverage: impl Into<Coverage<'s>>,
 ) -> Result<(Task, bool)> {
+    let coverage = coverage.into();
     let waiting: Option<Task> = sqlx::query_as(concat!(
         "SELECT ",
         task_columns!(),
         " FROM tasks WHERE kind = $1 AND status = 'queued' AND attempts = 0
          ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED"
     ))
-    .bind(kind)
+    .bind(kind.as_str())
     .fetch_optional(&mut **tx)
     .await?;
     let (task, created) = match waiting {
         Some(task) => {
-            let merged = match (task.scope.as_ref(), scope) {
+            let merged = match (task.scope.as_ref(), coverage.scope()) {
                 (Some(current), Some(more)) => {
                     let mut merged = current.0.clone();
                     merged.merge(more);
@@ -240,17 +309,7 @@ pub async fn for_events(
             .await?;
             (task, false)
         }
-        None => {
-            let task = sqlx::query_as(concat!(
-                "INSERT INTO tasks (kind, scope, waits_for_lock) VALUES ($1, $2, true) RETURNING ",
-                task_columns!()
-            ))
-            .bind(kind)
-            .bind(scope.map(sqlx::types::Json))
-            .fetch_one(&mut **tx)
-            .await?;
-            (task, true)
-        }
+        None => (insert(&mut **tx, kind, coverage).await?, true),
     };
     Ok((task, created))
 }

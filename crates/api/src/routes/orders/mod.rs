@@ -25,10 +25,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::paging::PageParams;
 use crate::{
     auth::Caller,
     error::{ApiResult, ErrorBody},
-    extract::{page_params, text_field, Id, Json, Query},
+    extract::{text_field, Id, Json, Query},
     limits::RequestDeadline,
     ApiContext, ApiError,
 };
@@ -204,13 +205,7 @@ async fn status(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-struct ListParams {
-    /// From 1.
-    #[param(minimum = 1, maximum = 1_000)]
-    page: Option<i64>,
-    /// 1 to MAX_PAGE_SIZE (100); 20 when absent.
-    #[param(minimum = 1, maximum = 100)]
-    page_size: Option<i64>,
+struct ListFilter {
     #[param(value_type = Option<OrderStatus>)]
     status: Option<String>,
     /// Admins only: one shopper's orders. A shopper always sees their own.
@@ -220,18 +215,19 @@ struct ListParams {
 
 /// The caller's orders, newest first (an admin's: everyone's, or one `user_id`'s). A guest has no list:
 /// their orders are reached one by one with each order's token.
-#[utoipa::path(get, path = "", operation_id = "list_orders", tag = "orders", params(ListParams),
+#[utoipa::path(get, path = "", operation_id = "list_orders", tag = "orders", params(PageParams, ListFilter),
     security(("bearer" = [])),
     responses((status = 200, description = "A page of orders", body = Page<OrderResponse>)))]
 async fn list(
     State(ctx): State<ApiContext>,
     caller: Caller,
-    Query(params): Query<ListParams>,
+    Query(paging): Query<PageParams>,
+    Query(filter): Query<ListFilter>,
 ) -> ApiResult<axum::Json<Page<OrderResponse>>> {
-    let (page, page_size) = page_params(&ctx.settings.limits, params.page, params.page_size)?;
+    let (page, page_size) = paging.checked(&ctx.settings.limits)?;
     let owner = match &caller {
         Caller::Guest => return Err(ApiError::Unauthorized),
-        c if c.is_admin() => match params.user_id.as_deref() {
+        c if c.is_admin() => match filter.user_id.as_deref() {
             // No shopper's id holds such characters (tokens with them are refused): nobody's orders.
             Some(u) if !pricing_core::domain::is_printable_text(u) => {
                 return Ok(axum::Json(Page::new(vec![], 0, page, page_size)));
@@ -240,16 +236,10 @@ async fn list(
         },
         c => c.user_id().map(str::to_string),
     };
-    let status = params
+    let status = filter
         .status
         .as_deref()
-        .map(|s| {
-            OrderStatus::parse(s).ok_or_else(|| {
-                ApiError::Validation(format!(
-                    "status must be one of pending, processing, completed, failed, cancelled; got {s:?}"
-                ))
-            })
-        })
+        .map(|s| super::one_of("status", s, &OrderStatus::ALL, OrderStatus::as_str))
         .transpose()?;
     let page = orders::list(&ctx.db, owner.as_deref(), status, page, page_size).await?;
     Ok(axum::Json(Page::new(

@@ -11,7 +11,7 @@ use crate::{domain::Product, Result};
 /// Takes orders for processing: `pending -> processing`, or re-takes one whose processing was abandoned
 /// (its worker died) longer than `stale_after` ago. Counts the delivery; returns, per id in `ids`' order,
 /// the new attempt count, which fences the later transitions, or `None` when there is nothing to do (a
-/// duplicate delivery). One statement for the whole batch.
+/// duplicate delivery, also one in this very batch). One statement for the whole batch.
 #[tracing::instrument(skip(pool, ids), fields(otel.kind = "client", db.system.name = "postgresql", db.operation.name = "UPDATE", db.collection.name = "orders", count = ids.len()))]
 pub async fn claim(pool: &PgPool, ids: &[i64], stale_after: Duration) -> Result<Vec<Option<i32>>> {
     let taken: Vec<(i64, i32)> = sqlx::query_as(
@@ -24,8 +24,10 @@ pub async fn claim(pool: &PgPool, ids: &[i64], stale_after: Duration) -> Result<
     .bind(stale_after.as_secs_f64())
     .fetch_all(pool)
     .await?;
-    let taken: std::collections::HashMap<i64, i32> = taken.into_iter().collect();
-    Ok(ids.iter().map(|id| taken.get(id).copied()).collect())
+    // One row per order taken: the first delivery of it in `ids` holds it, a second in the same batch
+    // is a duplicate like any other (`remove`, not `get`).
+    let mut taken: std::collections::HashMap<i64, i32> = taken.into_iter().collect();
+    Ok(ids.iter().map(|id| taken.remove(id)).collect())
 }
 
 /// Records one more fulfilment try of an order this handler holds; `None` if it no longer holds it.

@@ -6,16 +6,22 @@
 //! Other services may also `XADD` to the stream (the JSON field `event`, or flat fields as `redis-cli`
 //! sends them: `event_type`, `category`, `product_ids` comma-separated, `multiplier`, `source`, `event_id`)
 //! or only `PUBLISH` the JSON on the channel; the listener accepts all three.
+//!
+//! This file holds the event, its draft and the rules that make one from the other; `fields` reads a
+//! draft from a stream entry (JSON or flat fields), and `stream` is the Redis transport (`EventStream`).
+
+mod fields;
+mod stream;
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+pub use stream::{EventStream, StreamBacklog};
+
 use crate::{
-    cache::Cache,
     domain::ProductRef,
     pricing::model::{MARKET_MAX, MARKET_MIN},
     Result,
@@ -27,9 +33,6 @@ pub const STREAM_FIELD: &str = "event";
 pub const CONSUMER_GROUP: &str = "market_event_listeners";
 /// Most products one event may name.
 pub const MAX_PRODUCTS_PER_EVENT: usize = 1_000;
-/// Set on the copy the api announces on the channel: it is already in the stream, so a listener's
-/// bridge does not append it again.
-const APPENDED_MARK: &str = "appended";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -189,41 +192,6 @@ impl MarketEventDraft {
             traceparent: text("traceparent", self.traceparent, 128)?,
         })
     }
-
-    /// A draft from a stream entry: the JSON in field `event`, or flat fields as `redis-cli` sends them.
-    pub fn from_stream_fields(fields: &HashMap<String, String>) -> Result<Self, String> {
-        if let Some(json) = fields.get(STREAM_FIELD) {
-            return serde_json::from_str(json)
-                .map_err(|e| format!("field {STREAM_FIELD} is not an event: {e}"));
-        }
-        if !fields.contains_key("event_type") {
-            return Err(format!("no {STREAM_FIELD} field and no event_type field"));
-        }
-        let product_ids = match fields.get("product_ids") {
-            Some(list) => Some(
-                list.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(ProductRef::parse)
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            None => None,
-        };
-        let multiplier = match fields.get("multiplier") {
-            Some(m) => Some(m.trim().parse().map_err(|e| format!("multiplier {m:?}: {e}"))?),
-            None => None,
-        };
-        Ok(Self {
-            event_id: fields.get("event_id").cloned(),
-            event_type: fields.get("event_type").cloned(),
-            category: fields.get("category").cloned(),
-            product_ids,
-            multiplier,
-            source: fields.get("source").cloned(),
-            traceparent: fields.get("traceparent").cloned(),
-            ..Self::default()
-        })
-    }
 }
 
 impl MarketEvent {
@@ -237,113 +205,9 @@ impl MarketEvent {
     }
 }
 
-/// The most undelivered entries `EventStream::backlog` counts one by one when Redis cannot tell.
-const BACKLOG_COUNT_MAX: usize = 10_000;
-
-/// What `EventStream::backlog` found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamBacklog {
-    pub entries: u64,
-    pub pending: u64,
-    pub lag: u64,
-}
-
-/// Appending events to the stream and announcing them on the channel.
-#[derive(Clone)]
-pub struct EventStream {
-    cache: Cache,
-    max_len: usize,
-}
-
-impl EventStream {
-    pub fn new(cache: Cache, max_len: usize) -> Self {
-        Self { cache, max_len }
-    }
-
-    /// `XADD` (bounded with `MAXLEN ~`) and `PUBLISH` of each event, in one pipeline.
-    #[tracing::instrument(name = "stream append", skip_all, fields(db.system.name = "redis", events = events.len()))]
-    pub async fn append(&self, events: &[MarketEvent]) -> Result<()> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        let key = self.cache.keys.market_events();
-        let mut pipe = redis::pipe();
-        for event in events {
-            let json = event.to_json();
-            pipe.cmd("XADD")
-                .arg(&key)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(self.max_len)
-                .arg("*")
-                .arg(STREAM_FIELD)
-                .arg(&json)
-                .ignore();
-            let mut announced: serde_json::Value = serde_json::from_str(&json).expect("valid json");
-            announced[APPENDED_MARK] = serde_json::Value::Bool(true);
-            pipe.cmd("PUBLISH").arg(&key).arg(announced.to_string()).ignore();
-        }
-        let () = pipe.query_async(&mut self.cache.conn().await?).await?;
-        Ok(())
-    }
-
-    /// How far the listeners are behind: the stream's entries, and of the consumer group the entries
-    /// delivered but not yet acknowledged (`pending`) and not yet delivered (`lag`). Zeros before the
-    /// stream exists.
-    pub async fn backlog(&self) -> Result<StreamBacklog> {
-        let key = self.cache.keys.market_events();
-        let mut conn = self.cache.conn().await?;
-        let entries: u64 = conn.xlen(&key).await?;
-        if entries == 0 {
-            return Ok(StreamBacklog { entries, pending: 0, lag: 0 });
-        }
-        let groups: redis::streams::StreamInfoGroupsReply = conn.xinfo_groups(&key).await?;
-        let Some(group) = groups.groups.into_iter().find(|g| g.name == CONSUMER_GROUP) else {
-            // No listener has joined yet: everything waits.
-            return Ok(StreamBacklog { entries, pending: 0, lag: entries });
-        };
-        let lag = match group.lag {
-            Some(lag) => lag as u64,
-            // Redis cannot tell (a trim or deletion since the group's position): count what follows the
-            // last delivered entry, up to a bound.
-            None => {
-                let after = format!("({}", group.last_delivered_id);
-                let ids: redis::streams::StreamRangeReply =
-                    conn.xrange_count(&key, after, "+", BACKLOG_COUNT_MAX).await?;
-                ids.ids.len() as u64
-            }
-        };
-        Ok(StreamBacklog { entries, pending: group.pending as u64, lag })
-    }
-
-    /// Whether a channel message is one the api already appended to the stream.
-    pub fn already_appended(message: &serde_json::Value) -> bool {
-        message.get(APPENDED_MARK).and_then(serde_json::Value::as_bool) == Some(true)
-    }
-
-    /// Copies an entry that could not be understood to `{prefix}:market_events:dead`, with the reason.
-    #[tracing::instrument(name = "dead letter", skip_all, fields(db.system.name = "redis", entry = entry_id))]
-    pub async fn dead_letter(
-        &self,
-        entry_id: &str,
-        fields: &HashMap<String, String>,
-        reason: &str,
-    ) -> Result<()> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.cache.keys.market_events_dead()).arg("MAXLEN").arg("~").arg(self.max_len).arg("*");
-        cmd.arg("source_entry").arg(entry_id).arg("reason").arg(reason);
-        for (field, value) in fields {
-            cmd.arg(field).arg(value);
-        }
-        let _: String = cmd.query_async(&mut self.cache.conn().await?).await?;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rust_decimal_macros::dec;
 
     fn draft(json: serde_json::Value) -> MarketEventDraft {
         serde_json::from_value(json).unwrap()
@@ -374,23 +238,5 @@ mod tests {
             let err = draft(json.clone()).validate(MarketEvent::new_id).unwrap_err();
             assert_eq!(err.field, field, "{json}");
         }
-    }
-
-    #[test]
-    fn flat_redis_cli_fields_read_like_the_json_form() {
-        let fields: HashMap<String, String> = [
-            ("event_type", "competitor_price"),
-            ("category", "books"),
-            ("product_ids", "42, P-142"),
-            ("multiplier", "1.1"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let e =
-            MarketEventDraft::from_stream_fields(&fields).unwrap().validate(|| "stream:1-0".into()).unwrap();
-        assert_eq!(e.product_ids, vec![ProductRef::Id(42), ProductRef::Sku("P-142".into())]);
-        assert_eq!(e.multiplier, Some(dec!(1.1)));
-        assert_eq!(e.event_id, "stream:1-0");
     }
 }
