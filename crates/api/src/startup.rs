@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use pricing_core::{
-    cache::{Cache, ProductChange},
+    cache::{Cache, CacheLifetimes},
     events::EventStream,
     jobs::{OrderQueue, TaskQueue},
     orders::OrderService,
@@ -53,7 +53,7 @@ impl Context {
     /// After a catalogue write: refresh the product's cached row and invalidate its pricing state, so no
     /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
     pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
-        self.cache.products_changed(&[(product, 0)], &ProductChange::new(&self.settings)).await;
+        self.cache.products_changed(&[(product, 0)], &CacheLifetimes::new(&self.settings)).await;
     }
 }
 

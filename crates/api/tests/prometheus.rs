@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 const JOBS: &[(&str, &str)] =
     &[("pricing-api", "API_ADDR"), ("pricing-worker", "WORKER_ADDR"), ("pricing-listener", "LISTENER_ADDR")];
 
-const JOB_KINDS: &[&str] = &["process_order", "recalculate_all_prices"];
+const JOB_KINDS: &[&str] = &["process_order", "recalculate_prices"];
 
 /// What each metric's labels may show on a panel: the panel's promise. A label not listed here for the
 /// metric a query reads fails the test (a panel grouped by it promises nothing known).
@@ -60,8 +60,9 @@ fn repo_path(relative: &str) -> PathBuf {
 /// `deploy/prometheus.yml` with each job's DNS discovery replaced by the test's address and the rule
 /// files made absolute; every other setting as it is.
 fn test_config(stack: &Stack) -> String {
-    let mut config: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(repo_path("deploy/prometheus.yml")).unwrap()).unwrap();
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(repo_path("deploy/prometheus.yml")).unwrap())
+            .unwrap();
     let scrape_configs = config["scrape_configs"].as_sequence_mut().expect("scrape_configs");
     assert_eq!(scrape_configs.len(), JOBS.len(), "one scrape job per binary");
     for scrape in scrape_configs {
@@ -70,8 +71,10 @@ fn test_config(stack: &Stack) -> String {
         let scrape = scrape.as_mapping_mut().unwrap();
         assert!(scrape.remove("dns_sd_configs").is_some(), "{job} is found by DNS in compose");
         let target = stack.url_of(setting).trim_start_matches("http://").to_string();
-        scrape
-            .insert("static_configs".into(), serde_yaml::to_value(json!([{ "targets": [target] }])).unwrap());
+        scrape.insert(
+            "static_configs".into(),
+            serde_norway::to_value(json!([{ "targets": [target] }])).unwrap(),
+        );
     }
     let rules = config["rule_files"].as_sequence_mut().expect("the alert rules are loaded");
     for file in rules.iter_mut() {
@@ -79,7 +82,7 @@ fn test_config(stack: &Stack) -> String {
         assert!(path.exists(), "{} exists", path.display());
         *file = path.to_string_lossy().into_owned().into();
     }
-    serde_yaml::to_string(&config).unwrap()
+    serde_norway::to_string(&config).unwrap()
 }
 
 /// Prometheus, killed when dropped.

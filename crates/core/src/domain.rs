@@ -217,7 +217,7 @@ impl<'de> Deserialize<'de> for ProductRef {
         struct Visitor;
         impl serde::de::Visitor<'_> for Visitor {
             type Value = ProductRef;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a product id (positive integer) or SKU (string)")
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {

@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{cache::Keys, db::tasks::TaskKind, prometheus::names, telemetry, Error, Result};
+use crate::{cache::Keys, prometheus::names, telemetry, Error, Result};
 
 /// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
 pub trait Job:
@@ -160,14 +160,10 @@ impl RecalculatePrices {
     pub fn new(task_id: Uuid) -> Self {
         Self { task_id, stamp: Stamp::default() }
     }
-    /// The kinds of task it runs, under the names the listener and tests still use (`TaskKind` is the
-    /// kinds' one definition, and says which waits for the lock).
-    pub const KIND_ALL: TaskKind = TaskKind::RecalculateAll;
-    pub const KIND_EVENTS: TaskKind = TaskKind::ForMarketEvents;
 }
 
 impl Job for RecalculatePrices {
-    const QUEUE: &'static str = "recalculate_all_prices";
+    const QUEUE: &'static str = "recalculate_prices";
     fn idempotency_key(&self) -> String {
         format!("task:{}", self.task_id)
     }

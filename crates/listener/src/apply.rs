@@ -80,7 +80,7 @@ pub async fn apply_batch(
     // The recalculation is recorded with the effect that asks for it: both commit, or neither.
     let mut new_task = None;
     if let Some(scope) = effect.recalculation() {
-        let (task, created) = tasks::for_events(&mut tx, RecalculatePrices::KIND_EVENTS, scope).await?;
+        let (task, created) = tasks::for_events(&mut tx, tasks::TaskKind::ForMarketEvents, scope).await?;
         market_events::set_task(&mut tx, &effect.event_ids, task.id).await?;
         new_task = created.then_some(task.id);
     }

@@ -10,7 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use pricing_core::{
-    cache::{Cache, ProductChange},
+    cache::{Cache, CacheLifetimes},
     coalesce::Coalescer,
     db,
     domain::OrderStatus,
@@ -66,10 +66,11 @@ impl OrderProcessor {
     }
 
     /// One delivery of an order's job: `process`, with PostgreSQL or Redis errors retried with exponential
-    /// backoff, at most `ORDER_MAX_ATTEMPTS` tries. If they all fail the order is left where PostgreSQL has
-    /// it; the sweeper enqueues it again once it is stale, so it is never lost.
+    /// backoff, at most `TRIES_PER_DELIVERY` tries (`ORDER_MAX_ATTEMPTS` counts fulfilment attempts, a
+    /// different thing). If they all fail the order is left where PostgreSQL has it; the sweeper enqueues
+    /// it again once it is stale, so it is never lost.
     pub async fn handle(&self, order_id: i64) -> Option<Outcome> {
-        let tries = self.settings.order_max_attempts.max(1);
+        let tries = TRIES_PER_DELIVERY;
         for attempt in 1..=tries {
             // Each try is a span of its own in the job's trace.
             let span = tracing::info_span!("process order", order_id, attempt);
@@ -133,7 +134,7 @@ impl OrderProcessor {
                 tracing::warn!(order_id, attempts, %reason, "order failed; stock given back");
                 count_order(OrderStatus::Failed);
                 let changed: Vec<_> = products.iter().map(|p| (p, 0)).collect();
-                self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
+                self.cache.products_changed(&changed, &CacheLifetimes::new(&self.settings)).await;
                 Ok(Outcome::Failed(reason))
             }
             None => Ok(Outcome::Superseded),
@@ -151,6 +152,9 @@ impl OrderProcessor {
         Ok(())
     }
 }
+
+/// Tries one delivery makes when PostgreSQL or Redis fails it; then the sweeper delivers it again later.
+const TRIES_PER_DELIVERY: i32 = 3;
 
 /// Retries of one order wait 100 ms, 200 ms, 400 ms ... at most 5 s (with jitter).
 const RETRY_BASE: Duration = Duration::from_millis(100);

@@ -163,7 +163,7 @@ async fn list(
     let (page, page_size) = paging.checked(&ctx.settings.limits)?;
     let search = match filter.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         // No product's name holds such characters (names with them are refused): nothing matches.
-        Some(s) if !pricing_core::domain::is_printable_text(s) => {
+        Some(s) if !domain::is_printable_text(s) => {
             return Ok(axum::Json(Page::new(vec![], 0, page, page_size)));
         }
         Some(s) => Some(text_field("search", s, 1, ctx.settings.limits.max_text_len)?),

@@ -33,7 +33,7 @@ pub struct TestApp {
 /// A `pricing-listener` started in-process by a test.
 pub struct RunningListener {
     pub port: u16,
-    pub state: std::sync::Arc<pricing_listener::startup::ListenerState>,
+    pub state: Arc<pricing_listener::startup::ListenerState>,
     token: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }

@@ -207,7 +207,7 @@ fn workspace_binaries() -> Vec<String> {
 #[test]
 fn the_compose_stack_agrees_with_the_code() {
     use pricing_core::{config::ENV_VARS, telemetry::OTEL_VARS, Settings};
-    let mut compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let mut compose: serde_norway::Value = serde_norway::from_str(&repo_file("docker-compose.yml")).unwrap();
     compose.apply_merge().expect("YAML merge keys resolve");
     let binaries = workspace_binaries();
     assert_eq!(binaries, ["pricing-api", "pricing-worker", "pricing-listener"]);
@@ -261,7 +261,8 @@ fn the_compose_stack_agrees_with_the_code() {
         );
     }
 
-    let prometheus: serde_yaml::Value = serde_yaml::from_str(&repo_file("deploy/prometheus.yml")).unwrap();
+    let prometheus: serde_norway::Value =
+        serde_norway::from_str(&repo_file("deploy/prometheus.yml")).unwrap();
     let targets: Vec<(String, u16)> = prometheus["scrape_configs"]
         .as_sequence()
         .unwrap()
@@ -294,7 +295,7 @@ fn the_compose_stack_agrees_with_the_code() {
 /// temporary directory): it writes each secret once, and every `*_FILE` the services read names one of them.
 #[test]
 fn the_compose_secrets_service_writes_each_secret_once_for_every_replica() {
-    let mut compose: serde_yaml::Value = serde_yaml::from_str(&repo_file("docker-compose.yml")).unwrap();
+    let mut compose: serde_norway::Value = serde_norway::from_str(&repo_file("docker-compose.yml")).unwrap();
     compose.apply_merge().expect("YAML merge keys resolve");
     let service = &compose["services"]["secrets"];
     let mount = "/run/pricing-secrets";

@@ -30,7 +30,7 @@ use redis::{aio::ConnectionManager, AsyncCommands, Script};
 pub use breaker::GuardedConnection;
 pub use connections::{redis_connection, redis_connection_with_timeout, RESPONSE_TIMEOUT};
 pub use keys::Keys;
-pub use products::ProductChange;
+pub use products::CacheLifetimes;
 pub(crate) use scripts::DELETE_IF_EQUAL;
 pub use stats::LookupCounts;
 pub use versioned::Lookup;

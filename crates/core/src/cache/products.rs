@@ -7,15 +7,15 @@ use std::time::Duration;
 use super::{demand, Cache};
 use crate::{domain::Product, Result};
 
-/// What `products_changed` needs to know besides the products.
+/// How long what `products_changed` writes lives: cached products, pricing states, demand counters.
 #[derive(Debug, Clone, Copy)]
-pub struct ProductChange {
+pub struct CacheLifetimes {
     pub product_ttl: Duration,
     pub price_ttl: Duration,
     pub demand_window_minutes: u32,
 }
 
-impl ProductChange {
+impl CacheLifetimes {
     pub fn new(settings: &crate::Settings) -> Self {
         Self {
             product_ttl: settings.cache_ttl,
@@ -32,7 +32,7 @@ impl Cache {
     /// failure is logged, and the versioned entries still refuse anything older than what PostgreSQL
     /// committed.
     #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system.name = "redis"))]
-    pub async fn products_changed(&self, products: &[(&Product, u32)], change: &ProductChange) {
+    pub async fn products_changed(&self, products: &[(&Product, u32)], change: &CacheLifetimes) {
         if products.is_empty() {
             return;
         }

@@ -48,7 +48,7 @@ pub(super) fn filter(name: &str, default: &str) -> anyhow::Result<String> {
 
 pub(super) fn parse<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where
-    T::Err: std::fmt::Display,
+    T::Err: Display,
 {
     match get(name) {
         Some(v) if !v.is_empty() => {

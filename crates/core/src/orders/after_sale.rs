@@ -8,7 +8,7 @@
 use std::{collections::HashMap, sync::Arc};
 
 use crate::{
-    cache::{Cache, ProductChange},
+    cache::{Cache, CacheLifetimes},
     coalesce::Coalescer,
     domain::Product,
     jobs::{self, OrderQueue, ProcessOrder},
@@ -31,7 +31,7 @@ pub(super) struct AfterSale(Coalescer<SaleCommitted, ()>);
 impl AfterSale {
     pub fn new(cache: Cache, queue: OrderQueue, settings: Arc<Settings>) -> Self {
         Self(Coalescer::new("post-sale updates", MAX_SALES, move |sales| {
-            let (cache, queue, change) = (cache.clone(), queue.clone(), ProductChange::new(&settings));
+            let (cache, queue, change) = (cache.clone(), queue.clone(), CacheLifetimes::new(&settings));
             async move {
                 let count = sales.len();
                 if cache.is_unavailable() {

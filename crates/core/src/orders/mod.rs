@@ -21,7 +21,7 @@ pub use sale::Placed;
 use sale::{replayed, sale_failed, SaleSlots};
 
 use crate::{
-    cache::{Cache, ProductChange},
+    cache::{Cache, CacheLifetimes},
     db::{self, orders::OrderOwner},
     domain::{Buyer, Order, OrderStatus, Product},
     jobs::OrderQueue,
@@ -136,7 +136,7 @@ impl OrderService {
     /// After a cancellation's commit: cached rows refreshed, pricing states tombstoned.
     async fn products_changed(&self, products: &[Product]) {
         let changed: Vec<(&Product, u32)> = products.iter().map(|p| (p, 0)).collect();
-        self.cache.products_changed(&changed, &ProductChange::new(&self.settings)).await;
+        self.cache.products_changed(&changed, &CacheLifetimes::new(&self.settings)).await;
     }
 }
 

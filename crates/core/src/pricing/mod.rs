@@ -8,7 +8,7 @@ pub mod service;
 
 pub use model::{PricingConfig, ProductPricing, Shopper};
 pub use quotes::{PriceDetail, StoredQuote};
-pub use service::{PriceSource, PricingService};
+pub use service::{PricingService, StateSource};
 
 use crate::Settings;
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::money::round_cents;
 
-/// The model's knobs; `PricingConfig::from(&Settings)` fills them from the environment.
+/// The model's knobs; `PricingConfig::from_settings` fills them from the checked settings.
 #[derive(Debug, Clone)]
 pub struct PricingConfig {
     /// Orders in the demand window at which the demand multiplier reaches its maximum.

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     model::{self, Adjustment, Shopper},
     quote_token::{QuoteClaims, QuoteSigner},
-    service::{PriceSource, PricingService},
+    service::{PricingService, StateSource},
 };
 use crate::{domain::ProductRef, Result};
 
@@ -26,7 +26,7 @@ pub struct PriceDetail {
     pub base_price: Decimal,
     pub discount_rate: Decimal,
     pub currency: String,
-    pub source: PriceSource,
+    pub source: StateSource,
     pub user_location: String,
     pub is_prime_member: bool,
     /// The shopper the quote is bound to (their token's `sub`); `null` for a guest's quote, which only

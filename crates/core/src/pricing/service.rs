@@ -34,10 +34,12 @@ use crate::{
 /// How long a SKU -> id mapping is cached (a SKU never changes; the row is checked on every use).
 const SKU_CACHE_TTL_SECS: u64 = 3_600;
 
-/// Where a quote's pricing state came from.
+/// Where a quote's pricing state came from (its `source`): not what the price is based on (an order
+/// line's `price_source`, `PriceBasis`). Named `PriceSource` in the API description, as it always was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum PriceSource {
+#[schema(as = PriceSource)]
+pub enum StateSource {
     /// Computed on this request.
     Database,
     /// Served from Redis.
@@ -142,7 +144,7 @@ impl PricingService {
 
     /// The product's pricing state: from the cache, or computed (once, however many ask at the same time).
     /// Counts the cache read as a hit or a miss.
-    pub async fn pricing(self: &Arc<Self>, product_id: i64) -> Result<(ProductPricing, PriceSource)> {
+    pub async fn pricing(self: &Arc<Self>, product_id: i64) -> Result<(ProductPricing, StateSource)> {
         let key = self.cache.keys.price(product_id);
         let lookup = self.cache.lookup::<ProductPricing>(&key).await.unwrap_or_else(|e| {
             tracing::warn!(product_id, error = %e, "price cache unavailable; computing");
@@ -159,24 +161,24 @@ impl PricingService {
         self: &Arc<Self>,
         product_id: i64,
         lookup: Lookup<ProductPricing>,
-    ) -> Result<(ProductPricing, PriceSource)> {
+    ) -> Result<(ProductPricing, StateSource)> {
         // Concurrent misses share one computation, but only misses that saw the same invalidation: a
         // request that arrives after a newer change must not join a computation that may predate it.
         let seen = match lookup {
-            Lookup::Hit(pricing) => return Ok((pricing, PriceSource::Cache)),
+            Lookup::Hit(pricing) => return Ok((pricing, StateSource::Cache)),
             Lookup::Invalidated(version) => version,
             Lookup::Missing => 0,
         };
         let flight = (product_id, seen);
         let joinable = self.inflight.lock().expect("inflight map").get(&flight).cloned();
         if let Some(computation) = joinable {
-            return Ok((computation.await?, PriceSource::Database));
+            return Ok((computation.await?, StateSource::Database));
         }
         // No computation under way: one may have just finished, storing its result after our read. Read
         // again (its result is in the cache before it leaves the map), so a late miss does not compute twice.
         let key = self.cache.keys.price(product_id);
         if let Ok(Lookup::Hit(pricing)) = self.cache.lookup::<ProductPricing>(&key).await {
-            return Ok((pricing, PriceSource::Cache));
+            return Ok((pricing, StateSource::Cache));
         }
         let computation = {
             let mut inflight = self.inflight.lock().expect("inflight map");
@@ -199,7 +201,7 @@ impl PricingService {
             })
             .clone()
         };
-        Ok((computation.await?, PriceSource::Database))
+        Ok((computation.await?, StateSource::Database))
     }
 
     /// Computes one product's pricing state and stores it, unless a newer version is already there.
