@@ -61,3 +61,49 @@ impl<S> Filter<S> for AskEveryTime {
         Filter::<S>::on_close(&self.0, id, cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+
+    use tracing::{span, Subscriber};
+    use tracing_subscriber::{
+        layer::{Context, SubscriberExt},
+        registry::LookupSpan,
+        Layer,
+    };
+
+    use super::AskEveryTime;
+
+    /// Counts the spans it is told about.
+    struct Spans(Arc<AtomicUsize>);
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Spans {
+        fn on_new_span(&self, _: &span::Attributes<'_>, _: &span::Id, _: Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The trigger of tokio-rs/tracing#2519: a check (`enabled!`, as a `log_enabled!` is) that one layer's
+    /// filter rejects, with no event after it, then a span both accept. With a plain `EnvFilter` per layer
+    /// the span's callsite is cached as `always`, its filters are not asked again, and the stale answer
+    /// of the check drops it from the traces layer.
+    #[test]
+    fn a_span_both_filters_accept_reaches_both_layers_after_a_check_one_rejected() {
+        let (logs, traces) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let subscriber = tracing_subscriber::registry()
+            .with(Spans(logs.clone()).with_filter(AskEveryTime::new("debug")))
+            .with(Spans(traces.clone()).with_filter(AskEveryTime::new("info")));
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..3 {
+                let _ = tracing::enabled!(tracing::Level::DEBUG);
+                let _span = tracing::info_span!("work").entered();
+            }
+        });
+        assert_eq!(logs.load(Ordering::SeqCst), 3);
+        assert_eq!(traces.load(Ordering::SeqCst), 3, "every span reaches the traces layer");
+    }
+}
