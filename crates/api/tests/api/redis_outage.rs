@@ -119,8 +119,11 @@ async fn with_redis_down_quotes_reads_and_orders_keep_their_speed_and_recover_af
     }
     let (quote_p99, read_p99, order_p99) = (p99(quotes), p99(reads), p99(orders));
     eprintln!("Redis down: p99 quote {quote_p99:?}, cached read {read_p99:?}, order {order_p99:?}");
+    // Nothing waited for Redis: a wait would cost at least the breaker's probe (500 ms), else the response
+    // timeout (3 s). The bound leaves room for a debug build sharing two cores with the whole suite (orders
+    // measured 47-60 ms p99 alone, 104 ms in CI's parallel run).
     for (what, p99) in [("quote", quote_p99), ("cached read", read_p99), ("order", order_p99)] {
-        assert!(p99 < Duration::from_millis(100), "{what} p99 {p99:?} with Redis down");
+        assert!(p99 < Duration::from_millis(250), "{what} p99 {p99:?} with Redis down");
     }
     let ready = app.get("/api/v1/health/ready").await;
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
