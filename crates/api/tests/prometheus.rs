@@ -181,16 +181,19 @@ fn dashboard_queries() -> Vec<(String, String)> {
     queries
 }
 
+/// What Prometheus's HTTP API answers at `path` (with `params`).
+async fn api(
+    client: &reqwest::Client,
+    prometheus: &Prometheus,
+    path: &str,
+    params: &[(&str, &str)],
+) -> Value {
+    let url = format!("{}/api/v1/{path}", prometheus.url);
+    client.get(url).query(params).send().await.unwrap().json().await.unwrap()
+}
+
 async fn query(client: &reqwest::Client, prometheus: &Prometheus, expr: &str) -> Value {
-    let answer: Value = client
-        .get(format!("{}/api/v1/query", prometheus.url))
-        .query(&[("query", expr)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = api(client, prometheus, "query", &[("query", expr)]).await;
     assert_eq!(answer["status"], "success", "query {expr} is invalid: {answer}");
     answer["data"]["result"].clone()
 }
@@ -272,8 +275,7 @@ async fn every_dashboard_query_shows_what_its_panel_promises_in_a_real_prometheu
     for (job, _) in JOBS {
         assert!(up.contains(job), "{job} is scraped and up: {up:?}");
     }
-    let labels: Value =
-        client.get(format!("{}/api/v1/labels", prometheus.url)).send().await.unwrap().json().await.unwrap();
+    let labels: Value = api(&client, &prometheus, "labels", &[]).await;
     let clashing: Vec<&Value> = labels["data"]
         .as_array()
         .unwrap()
@@ -283,8 +285,7 @@ async fn every_dashboard_query_shows_what_its_panel_promises_in_a_real_prometheu
     assert!(clashing.is_empty(), "a metric's label collides with a target label: {clashing:?}");
 
     // The alert rules compose loads are evaluated without error against these series.
-    let rules: Value =
-        client.get(format!("{}/api/v1/rules", prometheus.url)).send().await.unwrap().json().await.unwrap();
+    let rules: Value = api(&client, &prometheus, "rules", &[]).await;
     let rules: Vec<&Value> = rules["data"]["groups"]
         .as_array()
         .unwrap()
