@@ -14,6 +14,8 @@
 #   SKIP_FLOOD=1 bench/run.sh      # skip the 5,000-connection flood
 #   SKIP_LIMITS_COST=1 bench/run.sh # skip the limits on/off comparison
 #   ORDER_DURATION=20 bench/run.sh # a shorter sustained spread-order run (default 60 s)
+#   SKIP_CLUSTER=1 bench/run.sh    # skip the Redis Cluster pass (bench/cluster.sh: the same reads, quotes and
+#                                  # orders against a 6-node cluster on ports 7600.., printed beside these)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,15 +47,24 @@ redis-cli --scan --pattern "$REDIS_KEY_PREFIX:*" | xargs -r -n 1000 redis-cli de
 ./target/release/pricing-api seed --products 10000 --stock 10000000
 
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+source bench/cluster.sh
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; stop_cluster; }
 trap cleanup EXIT
-./target/release/pricing-api serve > /tmp/bench-api.log 2>&1 &
-API_PID=$!; pids+=($API_PID)
-./target/release/pricing-worker > /tmp/bench-worker.log 2>&1 &
-pids+=($!)
-LISTENER_ADDR=127.0.0.1:8102 ./target/release/pricing-listener > /tmp/bench-listener.log 2>&1 &
-pids+=($!)
-for _ in $(seq 1 100); do curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+STACK=()
+start_stack() { # log-suffix [VAR=value...]: the api, the worker and the listener, with those settings added
+  local logs=$1; shift
+  env "$@" ./target/release/pricing-api serve > "/tmp/bench-api$logs.log" 2>&1 &
+  API_PID=$!; STACK=($API_PID)
+  env "$@" ./target/release/pricing-worker > "/tmp/bench-worker$logs.log" 2>&1 &
+  STACK+=($!)
+  env LISTENER_ADDR=127.0.0.1:8102 "$@" ./target/release/pricing-listener > "/tmp/bench-listener$logs.log" 2>&1 &
+  STACK+=($!); pids+=("${STACK[@]}")
+  for _ in $(seq 1 100); do curl -fsS "$URL/api/v1/health/ready" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "   the api did not become ready: $(tail -3 "/tmp/bench-api$logs.log")"; return 1
+}
+# Waits for them to exit, so the next pass can bind the same ports.
+stop_stack() { local p; kill "${STACK[@]}" 2>/dev/null || true; for p in "${STACK[@]}"; do wait "$p" 2>/dev/null || true; done; }
+start_stack "" || true
 
 # --- helpers ----------------------------------------------------------------------------------------------------
 to_ms() { # "1.23ms" | "456.00us" | "1.02s" -> milliseconds
@@ -134,10 +145,7 @@ else
 fi
 kill "$CEILING_PID" 2>/dev/null || true
 
-# --- catalogue and orders (issue 3) -----------------------------------------------------------------------------
-echo "== api (wrk -t2 -c$CONNECTIONS -d${DURATION}s)"
-PRODUCTS=1000 wrk -t2 -c16 -d2s -s bench/wrk/cached_product.lua "$URL" >/dev/null  # warm the cache
-run_wrk "GET /products/{id}/cached" cached_product.lua PRODUCTS=1000
+# --- catalogue, orders (issue 3) and quotes (issue 4) ----------------------------------------------------------
 # Seconds (one decimal) until no order is pending or processing: how far the worker is behind.
 worker_behind() {
   local t0 q pending processing; t0=$(date +%s.%N)
@@ -150,40 +158,53 @@ worker_behind() {
   done
   awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
 }
-# Spread orders at the api's full rate for ORDER_DURATION (60 s): the queue is sampled every second, and the
-# worker must have completed every order within 5 s of the run's end.
-ORDER_DURATION="${ORDER_DURATION:-60}"
-QUEUE_SAMPLES=$(mktemp)
-( while :; do curl -fsS "$URL/api/v1/orders/queue" >> "$QUEUE_SAMPLES" 2>/dev/null; echo >> "$QUEUE_SAMPLES"; sleep 1; done ) &
-SAMPLER=$!; pids+=($SAMPLER)
-DUR=$ORDER_DURATION run_wrk "POST /orders, 1,000 products" order.lua FIRST=1 LAST=1000
-kill "$SAMPLER" 2>/dev/null || true
-SPREAD_BEHIND=$(worker_behind)
-max_of() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$QUEUE_SAMPLES" | sort -n | tail -1; }
-MAX_PENDING=$(max_of queue_length); MAX_DEPTH=$(max_of redis_queue_depth)
-echo "   ${ORDER_DURATION} s of spread orders: at most $MAX_PENDING orders pending ($MAX_DEPTH jobs in the Redis queue); every order completed $SPREAD_BEHIND s after the run's end"
 # Stock and units sold, read in one statement (one snapshot).
 stock_and_sold() { psql_ -F ' ' -c "SELECT stock, (SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = 5000)
                                     FROM products WHERE id = 5000"; }
-read -r hot_before sold_before <<<"$(stock_and_sold)"
-run_wrk "POST /orders, one hot product" order.lua FIRST=5000 LAST=5000
-# Orders wrk left in flight still commit (the api finishes a purchase whose client went away): let them land.
-prev=""; while :; do now=$(stock_and_sold); [ "$now" = "$prev" ] && break; prev=$now; sleep 0.5; done
-read -r hot_after sold_after <<<"$prev"
-hot_sold=$(( sold_after - sold_before ))
-# Every unit sold is in an order, and stock fell by exactly that much: no oversell, no lost update.
-oversell=$(( hot_sold - (hot_before - hot_after) ))
-echo "   hot product: $hot_sold units sold in orders, stock went $hot_before -> $hot_after: oversold by $oversell"
+ORDER_DURATION="${ORDER_DURATION:-60}"
+declare -A OVERSOLD SPREAD_BEHIND HOT_BEHIND MAX_PENDING MAX_DEPTH ORDERS_DONE
+# The figures measured on each Redis (single, then cluster): PASS keys the arrays above, TAG ends each figure's
+# name ("" for the single Redis, so the names of earlier runs stay).
+core_pass() { # pass tag
+  local pass=$1 tag=$2 samples sampler before after hot_before sold_before hot_after sold_after hot_sold prev now
+  echo "== api$tag (wrk -t2 -c$CONNECTIONS -d${DURATION}s)"
+  PRODUCTS=1000 wrk -t2 -c16 -d2s -s bench/wrk/cached_product.lua "$URL" >/dev/null  # warm the cache
+  run_wrk "GET /products/{id}/cached$tag" cached_product.lua PRODUCTS=1000
+  # Spread orders at the api's full rate for ORDER_DURATION (60 s): the queue is sampled every second, and the
+  # worker must have completed every order within 5 s of the run's end.
+  samples=$(mktemp)
+  ( while :; do curl -fsS "$URL/api/v1/orders/queue" >> "$samples" 2>/dev/null; echo >> "$samples"; sleep 1; done ) &
+  sampler=$!; pids+=($sampler)
+  DUR=$ORDER_DURATION run_wrk "POST /orders, 1,000 products$tag" order.lua FIRST=1 LAST=1000
+  kill "$sampler" 2>/dev/null || true
+  SPREAD_BEHIND[$pass]=$(worker_behind)
+  MAX_PENDING[$pass]=$(sed -n 's/.*"queue_length":\([0-9]*\).*/\1/p' "$samples" | sort -n | tail -1)
+  MAX_DEPTH[$pass]=$(sed -n 's/.*"redis_queue_depth":\([0-9]*\).*/\1/p' "$samples" | sort -n | tail -1)
+  echo "   ${ORDER_DURATION} s of spread orders: at most ${MAX_PENDING[$pass]} orders pending (${MAX_DEPTH[$pass]} jobs in the Redis queue); every order completed ${SPREAD_BEHIND[$pass]} s after the run's end"
+  read -r hot_before sold_before <<<"$(stock_and_sold)"
+  run_wrk "POST /orders, one hot product$tag" order.lua FIRST=5000 LAST=5000
+  # Orders wrk left in flight still commit (the api finishes a purchase whose client went away): let them land.
+  prev=""; while :; do now=$(stock_and_sold); [ "$now" = "$prev" ] && break; prev=$now; sleep 0.5; done
+  read -r hot_after sold_after <<<"$prev"
+  hot_sold=$(( sold_after - sold_before ))
+  # Every unit sold is in an order, and stock fell by exactly that much: no oversell, no lost update.
+  OVERSOLD[$pass]=$(( hot_sold - (hot_before - hot_after) ))
+  echo "   hot product: $hot_sold units sold in orders, stock went $hot_before -> $hot_after: oversold by ${OVERSOLD[$pass]}"
+  # The worker is still working through the orders just placed; let it finish so the quote figures measure quotes.
+  HOT_BEHIND[$pass]=$(worker_behind)
+  echo "   the worker completed every hot-product order ${HOT_BEHIND[$pass]} s after the run's end"
+  # Every order of the pass, counted in PostgreSQL: completed of all, and the others by status if any.
+  ORDERS_DONE[$pass]="$(psql_ -c "SELECT count(*) FILTER (WHERE status = 'completed') || ' of ' || count(*) FROM orders")"
+  ORDERS_DONE[$pass]+="$(psql_ -c "SELECT string_agg(', ' || n || ' ' || status, '') FROM
+                          (SELECT status, count(*) n FROM orders WHERE status <> 'completed' GROUP BY status) s")"
+  echo "   orders completed: ${ORDERS_DONE[$pass]}"
 
-# The worker is still working through the orders just placed; let it finish so the quote figures measure quotes.
-HOT_BEHIND=$(worker_behind)
-echo "   the worker completed every hot-product order $HOT_BEHIND s after the run's end"
-
-# --- quotes (issue 4) -------------------------------------------------------------------------------------------
-FIRST=42 LAST=42 wrk -t2 -c16 -d1s -s bench/wrk/quote.lua "$URL" >/dev/null
-run_wrk "POST /price, one hot product" quote.lua FIRST=42 LAST=42
-FIRST=1 LAST=10000 wrk -t2 -c64 -d3s -s bench/wrk/quote.lua "$URL" >/dev/null
-run_wrk "POST /price, 10,000-product hot set" quote.lua FIRST=1 LAST=10000
+  FIRST=42 LAST=42 wrk -t2 -c16 -d1s -s bench/wrk/quote.lua "$URL" >/dev/null
+  run_wrk "POST /price, one hot product$tag" quote.lua FIRST=42 LAST=42
+  FIRST=1 LAST=10000 wrk -t2 -c64 -d3s -s bench/wrk/quote.lua "$URL" >/dev/null
+  run_wrk "POST /price, 10,000-product hot set$tag" quote.lua FIRST=1 LAST=10000
+}
+core_pass single ""
 
 # --- trace export overhead (issue 9) ----------------------------------------------------------------------------
 if [ "${SKIP_TRACING:-0}" != "1" ]; then
@@ -279,8 +300,10 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   echo "   recalculation of $(curl -fsS "$URL/api/v1/tasks/$task" | sed 's/.*"processed":\([0-9]*\).*/\1/') products: $status in $RECALC_S s"
 fi
 
-load_results
 RSS_MB=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$API_PID/status")
+
+# --- the same figures on a Redis Cluster (bench/cluster.sh) -------------------------------------------------------
+[ "${SKIP_CLUSTER:-0}" = "1" ] || cluster_pass
 
 # --- a connection flood ---------------------------------------------------------------------------------------
 # A second api with a small connection cap and in-flight bound: 5,000 connections at once (silent, half a
@@ -306,6 +329,7 @@ if [ "${SKIP_LIMITS_COST:-0}" != "1" ]; then
 fi
 
 # --- summary ----------------------------------------------------------------------------------------------------
+load_results
 echo
 echo "== summary (ratio = our figure / the machine's ceiling measured above; bare = bench/ceiling, one Redis GET"
 echo "   behind axum, same wrk settings and shape: bare / redis GET is what HTTP costs, ours / bare what our logic costs)"
@@ -331,8 +355,8 @@ if [ "${SKIP_MILLION:-0}" != "1" ]; then
   row "POST /price, hot set during recalc" "p99<=20" "redis GET" "$REDIS_GET" "$C_SET" "bare /q hot set"
   echo "recalculation of 1,000,000 products: $RECALC_S s (target <= 8 s); POST /recalculate answered $ACCEPT_MS (target 202 in < 50 ms)"
 fi
-echo "hot-product oversell: $oversell (target 0)"
-echo "worker: ${ORDER_DURATION} s of spread orders at full rate, queue at most $MAX_PENDING pending ($MAX_DEPTH jobs in Redis), all completed $SPREAD_BEHIND s after the run's end (target <= 5 s); hot-product orders all completed $HOT_BEHIND s after theirs"
+echo "hot-product oversell: ${OVERSOLD[single]} (target 0); orders completed: ${ORDERS_DONE[single]}"
+echo "worker: ${ORDER_DURATION} s of spread orders at full rate, queue at most ${MAX_PENDING[single]} pending (${MAX_DEPTH[single]} jobs in Redis), all completed ${SPREAD_BEHIND[single]} s after the run's end (target <= 5 s); hot-product orders all completed ${HOT_BEHIND[single]} s after theirs"
 if [ "${SKIP_TRACING:-0}" != "1" ]; then
   off=${RPS["POST /price hot, export off"]}
   echo "trace export: cache-hit quotes $off/s off, ${RPS["POST /price hot, export 0.1"]}/s at ratio 0.1 ($(ratio "${RPS["POST /price hot, export 0.1"]}" "$off") of off; target >= 0.90), ${RPS["POST /price hot, export 1.0"]}/s at 1.0 ($(ratio "${RPS["POST /price hot, export 1.0"]}" "$off"))"
@@ -342,6 +366,7 @@ if [ "${SKIP_EVENTS:-0}" != "1" ]; then
   echo "  p50 $EV_P50 ms / p99 $EV_P99 ms publish-to-applied at 1,000/s offered (target p99 <= 250 ms); lost $EV_LOST, applied twice $EV_TWICE (target 0, 0)"
 fi
 echo "api peak RSS: $RSS_MB MB (target <= 32 MB)"
-echo "$FLOOD_RESULT" | sed -n '1p;2p;$p'
-echo "$LIMITS_COST"
+[ "$FLOOD_RESULT" = skipped ] || echo "$FLOOD_RESULT" | sed -n '1p;2p;$p'
+[ "$LIMITS_COST" = skipped ] || echo "$LIMITS_COST"
+[ "${SKIP_CLUSTER:-0}" = "1" ] || cluster_table
 echo "whole run: $SECONDS s (target < 480 s)"

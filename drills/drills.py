@@ -22,7 +22,16 @@ and an empty Redis. Client-side ledgers keep every purchase (guest checkout: a u
 event id; a request without a definite answer is retried at the end with the same key or event id, as the
 README tells clients to, so each one ends with exactly one outcome.
 
-Usage: scripts/drills.sh [redis] [postgres] [kill] [multi]      (default: all four)
+The balancer drill (balancer.py) runs the repo's HAProxy configuration with Debian's haproxy in front of three
+api processes, kills one under load and starts it again, and also checks that a quote signed by one api is
+honoured by another and that three apis selling one hot product never oversell it.
+
+The failover drill (failover.py) runs the stack on a 6-node Redis Cluster of its own and SIGKILLs two of its
+primaries in turn under load: their replicas take over, and every guarantee above must still hold.
+DRILLS_REDIS=cluster runs every drill's stack on a cluster (scripts/redis-cluster.sh, ports 7400-7405)
+instead of the one redis-server; there the default is kill, multi and failover, and redis is refused.
+
+Usage: scripts/drills.sh [redis] [postgres] [kill] [multi] [balancer] [failover]      (default: all six)
 Exit status 0 when every guarantee held, 1 otherwise; the temp dir with every process's log is kept and
 printed on failure (DRILLS_KEEP=1 keeps it always).
 """
@@ -38,6 +47,8 @@ from common import TOTAL_BUDGET, say
 from infra import Infra
 from counting import Drill
 from scenarios import drill_kill, drill_multi, drill_postgres, drill_redis
+from balancer import drill_balancer
+from failover import drill_failover
 
 
 DRILLS = {
@@ -46,7 +57,12 @@ DRILLS = {
     "postgres": ("PostgreSQL stopped for 10 s", drill_postgres, 80),
     "kill": ("worker and listener killed with SIGKILL", drill_kill, 100),
     "multi": ("two api, two worker, two listener processes", drill_multi, 70),
+    "balancer": ("three apis behind HAProxy, one killed and restarted", drill_balancer, 90),
+    "failover": ("Redis Cluster primaries SIGKILLed, replicas promoted", drill_failover, 90),
 }
+# DRILLS_REDIS=cluster: the drills whose point is Redis under failure, on a cluster. The redis drill (one
+# Redis restarted empty) has no meaning there: the failover drill is the cluster's version of it.
+CLUSTER_DRILLS = ["kill", "multi", "failover"]
 
 
 def run_drill(infra, name):
@@ -88,7 +104,12 @@ def run_all(infra, names, started):
 
 
 def main(argv):
-    names = argv or list(DRILLS)
+    cluster = os.environ.get("DRILLS_REDIS", "single") == "cluster"
+    names = argv or (CLUSTER_DRILLS if cluster else list(DRILLS))
+    if cluster and "redis" in names:
+        print("drills: the redis drill needs one redis-server (DRILLS_REDIS=single); on a cluster run failover",
+              file=sys.stderr)
+        return 2
     unknown = [n for n in names if n not in DRILLS]
     if unknown:
         print(f"unknown drill(s) {unknown}; choose from {list(DRILLS)}", file=sys.stderr)

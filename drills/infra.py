@@ -1,4 +1,5 @@
-"""The drills' own PostgreSQL 15 cluster and redis-server, and the release binaries as processes."""
+"""The drills' own PostgreSQL 15 cluster and redis-server (or, with DRILLS_REDIS=cluster, a 6-node Redis
+Cluster: cluster.py), and the release binaries as processes."""
 
 import os
 import pwd
@@ -9,6 +10,7 @@ import subprocess
 import tempfile
 import time
 
+from cluster import RedisCluster
 from common import API_PORT, AUDIT_SQL, LISTENER_PORT, PG_BIN, PG_PORT, REDIS_PORT, ROOT, SEED_STOCK, SETTINGS, WORKER_PORT, request, say, wait_until
 
 
@@ -124,6 +126,15 @@ class Redis:
         )
         self.url = f"redis://127.0.0.1:{REDIS_PORT}"
 
+    def process_env(self):
+        return {"REDIS_URL": self.url}
+
+    def flush(self):
+        self.cli("FLUSHALL")
+
+    def close(self):
+        self.proc.stop(5)
+
     def cli(self, *args):
         out = subprocess.run(["redis-cli", "-p", str(REDIS_PORT), *args], capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
@@ -152,10 +163,17 @@ class Infra:
         for name in ("pricing-api", "pricing-worker", "pricing-listener"):
             shutil.copy2(os.path.join(ROOT, "target", "release", name), self.bin)
         self.pg = Postgres(self.tmp, self.logs)
-        self.redis = Redis(self.tmp, self.logs)
+        # DRILLS_REDIS=cluster: every drill's stack on a 6-node Redis Cluster instead of one redis-server.
+        self.cluster = os.environ.get("DRILLS_REDIS", "single") == "cluster"
+        if self.cluster:
+            port = int(os.environ.get("DRILLS_CLUSTER_PORT", "7400"))
+            self.redis = RedisCluster("drills-cluster", port, "/tmp/pricing-drills-cluster", self.logs)
+        else:
+            self.redis = Redis(self.tmp, self.logs)
 
     def start(self):
-        busy = [p for p in (PG_PORT, REDIS_PORT, API_PORT, API_PORT + 1, WORKER_PORT, WORKER_PORT + 1,
+        redis_ports = () if self.cluster else (REDIS_PORT,)  # the cluster's script checks its own ports
+        busy = [p for p in (PG_PORT, *redis_ports, API_PORT, API_PORT + 1, WORKER_PORT, WORKER_PORT + 1,
                             LISTENER_PORT, LISTENER_PORT + 1) if not port_free(p)]
         if busy:
             raise RuntimeError(f"ports already in use: {busy} (another drill run?)")
@@ -164,7 +182,7 @@ class Infra:
         self.redis.start()
 
     def close(self):
-        self.redis.proc.stop(5)
+        self.redis.close()
         if self.pg.running():
             try:
                 self.pg.stop("immediate")
@@ -177,8 +195,9 @@ class Stack:
 
     KINDS = ("api", "worker", "listener")
 
-    def __init__(self, infra, name, counts=(1, 1, 1), products=2000, env=None):
+    def __init__(self, infra, name, counts=(1, 1, 1), products=2000, env=None, redis=None):
         self.infra, self.name, self.db = infra, name, f"drill_{name}"
+        self.redis = redis or infra.redis  # the run's Redis, or a drill's own cluster (failover.py)
         self.counts, self.products, self.extra = dict(zip(self.KINDS, counts)), products, env or {}
         self.procs = {}
         self.api_urls = [f"127.0.0.1:{API_PORT + i}" for i in range(self.counts["api"])]
@@ -189,7 +208,7 @@ class Stack:
             "HOME": os.environ.get("HOME", "/tmp"),
             **SETTINGS,
             "DATABASE_URL": self.infra.pg.url(self.db),
-            "REDIS_URL": self.infra.redis.url,
+            **self.redis.process_env(),
             "API_ADDR": f"127.0.0.1:{API_PORT + i}",
             "WORKER_ADDR": f"127.0.0.1:{WORKER_PORT + i}",
             "LISTENER_ADDR": f"127.0.0.1:{LISTENER_PORT + i}",
@@ -198,7 +217,7 @@ class Stack:
 
     def setup(self):
         """Empty Redis, a seeded fresh database with the audit triggers, every process started and healthy."""
-        self.infra.redis.cli("FLUSHALL")
+        self.redis.flush()
         seed = subprocess.run(
             [os.path.join(self.infra.bin, "pricing-api"), "seed", "--products", str(self.products),
              "--stock", str(SEED_STOCK)],

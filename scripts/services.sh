@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings up PostgreSQL 15 and Redis on this machine (and installs promtool and chromium for the tests), idempotently. The test command, the local run and .ci/run
+# Brings up PostgreSQL 15 and Redis on this machine (and installs promtool and chromium for the tests, haproxy for the drills), idempotently. The test command, the local run and .ci/run
 # all call this, so a fresh machine (PostgreSQL installed but stopped, no Redis) needs no step by hand.
 # Skipped entirely when SKIP_SERVICES=1 (e.g. you point DATABASE_URL/REDIS_URL at servers of your own).
 set -euo pipefail
@@ -47,6 +47,14 @@ if ! command -v promtool >/dev/null 2>&1; then
   log "installing promtool (Debian package prometheus)"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+# --- haproxy (the balancer drill runs deploy/haproxy.cfg with it) ---------------------------------------------------
+# Only the binary is used: the drill starts its own process. The package's service, if the machine starts it at
+# all (containers' policy-rc.d usually forbids it), runs Debian's default configuration, which listens nowhere.
+if ! command -v haproxy >/dev/null 2>&1; then
+  log "installing haproxy (Debian package, for the balancer drill)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy >/dev/null
 fi
 # --- chromium (a test loads the api's /docs page in headless Chromium) ---------------------------------------------
 if ! command -v chromium >/dev/null 2>&1; then

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use pricing_core::{
-    cache::{Cache, CacheLifetimes},
+    cache::Cache,
+    catalogue::Catalogue,
     events::EventStream,
     jobs::{OrderQueue, TaskQueue},
     orders::OrderService,
@@ -43,18 +44,11 @@ pub struct Context {
     pub events: EventStream,
     pub pricing: Arc<PricingService>,
     pub orders: Arc<OrderService>,
+    pub catalogue: Arc<Catalogue>,
     /// The admin token and the shoppers' token keys (`auth`).
     pub identity: Identity,
     /// Load shedding and rate limits (`admission`).
     pub admission: Admission,
-}
-
-impl Context {
-    /// After a catalogue write: refresh the product's cached row and invalidate its pricing state, so no
-    /// read returns anything older than the commit. (Sales and cancellations do this in `OrderService`.)
-    pub async fn product_changed(&self, product: &pricing_core::domain::Product) {
-        self.cache.products_changed(&[(product, 0)], &CacheLifetimes::new(&self.settings)).await;
-    }
 }
 
 pub struct Application {
@@ -86,6 +80,7 @@ impl Application {
             order_queue.clone(),
             settings.clone(),
         );
+        let catalogue = Catalogue::new(db.clone(), cache.clone(), pricing.clone(), settings.clone());
         let events = EventStream::new(cache.clone(), settings.market_events_max_len);
         let context = ApiContext(Arc::new(Context {
             settings,
@@ -96,6 +91,7 @@ impl Application {
             events,
             pricing,
             orders,
+            catalogue,
             identity,
             admission: Admission::new(&settings_edge),
         }));

@@ -28,6 +28,7 @@ const JOB_KINDS: &[&str] = &["process_order", "recalculate_prices"];
 /// metric a query reads fails the test (a panel grouped by it promises nothing known).
 fn promises() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     let scrape_jobs = JOBS.iter().map(|(job, _)| *job).collect();
+    let retained = || pricing_core::db::retention::Retained::ALL.map(|t| t.table()).to_vec();
     vec![
         ("job_queue_depth", "queue", JOB_KINDS.to_vec()),
         ("job_queue_wait_seconds", "job_name", JOB_KINDS.to_vec()),
@@ -43,6 +44,8 @@ fn promises() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("db_pool_connections", "state", vec!["idle", "in_use"]),
         ("orders_stuck", "status", vec!["pending", "processing"]),
         ("http_requests_rate_limited_total", "class", vec!["reads", "orders", "admin"]),
+        ("retention_deleted_total", "table", retained()),
+        ("retention_last_success_timestamp_seconds", "table", retained()),
     ]
 }
 

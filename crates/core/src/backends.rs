@@ -4,7 +4,7 @@
 use sqlx::PgPool;
 
 use crate::{
-    cache::{self, Cache},
+    cache::{self, Cache, RedisTarget},
     db,
     jobs::{OrderQueue, TaskQueue},
     Settings,
@@ -19,18 +19,21 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Connects to PostgreSQL (creating the database if needed, then migrating) and, lazily, to Redis:
-    /// a process starts while Redis is down and reports it in its readiness check. `cache_connections`
-    /// multiplexed connections serve the cache.
+    /// Connects, lazily, to Redis (a process starts while Redis is down and reports it in its readiness
+    /// check; a cluster node given as `REDIS_URL` is refused, before anything else is touched), then to
+    /// PostgreSQL (creating the database if needed, then migrating). `cache_connections` multiplexed
+    /// connections serve the cache.
     pub async fn connect(
         settings: &Settings,
         cache_connections: usize,
         commits: db::Commits,
     ) -> anyhow::Result<Self> {
+        let redis = RedisTarget::from_settings(settings);
+        let cache = Cache::connect(&redis, &settings.redis_key_prefix, cache_connections)?;
+        cache.refuse_misconfigured().await?;
         let db = db::connect(settings, commits).await?;
         db::migrate(&db).await?;
-        let cache = Cache::connect(&settings.redis_url, &settings.redis_key_prefix, cache_connections)?;
-        let queue_conn = cache::redis_connection(&settings.redis_url)?;
+        let queue_conn = cache::redis_connection(&redis)?;
         metrics::gauge!(crate::prometheus::names::REDIS_CONNECTIONS)
             .set((cache_connections.max(1) + 1) as f64);
         let orders = OrderQueue::new(queue_conn.clone(), &cache.keys);

@@ -10,11 +10,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
-use redis::aio::ConnectionManager;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{cache::Keys, prometheus::names, telemetry, Error, Result};
+use crate::{
+    cache::{Keys, RedisConnection},
+    prometheus::names,
+    telemetry, Error, Result,
+};
 
 /// A job type: its payload, its queue, and the key that makes the first push of one idempotent.
 pub trait Job:
@@ -197,13 +200,15 @@ pub fn queue_config(keys: &Keys, queue: &str, batch_size: usize) -> Config {
         // a backlog of 40,000 a fetch of 2,000 jobs took seconds. Leases add nothing here: fetched jobs sit
         // in the worker's in-flight set (re-enqueued if it dies) and the order row fences every step.
         .lock_tasks(false)
+        // Nothing here listens to apalis' pub/sub events, and on a cluster every PUBLISH goes to every node.
+        .emit_events(false)
 }
 
 /// One job type's queue: pushing, its depth, and the housekeeping apalis does not do. Cheap to clone.
 pub struct JobQueue<J: Job> {
-    storage: RedisStorage<J>,
+    storage: RedisStorage<J, RedisConnection>,
     config: Config,
-    conn: ConnectionManager,
+    conn: RedisConnection,
 }
 
 impl<J: Job> Clone for JobQueue<J> {
@@ -216,14 +221,14 @@ pub type OrderQueue = JobQueue<ProcessOrder>;
 pub type TaskQueue = JobQueue<RecalculatePrices>;
 
 impl<J: Job> JobQueue<J> {
-    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+    pub fn new(conn: RedisConnection, keys: &Keys) -> Self {
         let config = queue_config(keys, J::QUEUE, 1);
         let storage = RedisStorage::new(conn.clone()).with_config(config.clone());
         Self { storage, config, conn }
     }
 
     /// The consumer's storage: the same queue, fetching up to `batch` jobs at a time.
-    pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<J> {
+    pub fn storage_with_batch(&self, batch: usize) -> RedisStorage<J, RedisConnection> {
         RedisStorage::new(self.conn.clone()).with_config(self.config.clone().batch_size(batch.max(1)))
     }
 

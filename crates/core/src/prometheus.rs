@@ -40,6 +40,8 @@ pub mod names {
     pub const RECALC_PROGRESS: &str = "recalculation_progress_ratio";
     pub const LOCK_HELD: &str = "lock_held_seconds";
     pub const LOCK_LEASES_LOST: &str = "lock_leases_lost_total";
+    pub const RETENTION_DELETED: &str = "retention_deleted_total";
+    pub const RETENTION_LAST_SUCCESS: &str = "retention_last_success_timestamp_seconds";
 }
 
 /// Latency buckets in seconds: 100 us .. 10 s.
@@ -163,5 +165,14 @@ fn describe() {
     describe_counter!(
         names::LOCK_LEASES_LOST,
         "Locks whose lease ran out while their holder was still working (found at renewal)."
+    );
+    describe_counter!(
+        names::RETENTION_DELETED,
+        "Rows the worker's retention jobs deleted, by table (idempotency_keys, market_events, tasks)."
+    );
+    describe_gauge!(
+        names::RETENTION_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of this worker's last retention pass over a table that ended without an error."
     );
 }

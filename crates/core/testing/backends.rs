@@ -19,11 +19,13 @@ use pricing_core::{
 use sqlx::PgPool;
 
 /// Settings for one test, built explicitly (`Settings::from_vars`): only where PostgreSQL and Redis are
-/// (`DATABASE_URL`, `REDIS_URL`) comes from whoever runs the tests; the timings the tested functions
+/// (`DATABASE_URL`, `REDIS_URL`, `REDIS_CLUSTER_NODES`) comes from whoever runs the tests; the timings the tested functions
 /// read are set here.
 pub fn test_settings() -> Settings {
-    let servers: Vec<(&str, String)> =
-        ["DATABASE_URL", "REDIS_URL"].into_iter().filter_map(|v| Some((v, std::env::var(v).ok()?))).collect();
+    let servers: Vec<(&str, String)> = ["DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_NODES"]
+        .into_iter()
+        .filter_map(|v| Some((v, std::env::var(v).ok()?)))
+        .collect();
     let servers: Vec<(&str, &str)> = servers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut s = Settings::from_vars(&servers).expect("settings (DATABASE_URL, REDIS_URL)");
     let id = uuid::Uuid::new_v4().simple().to_string();

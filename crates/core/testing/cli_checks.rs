@@ -66,7 +66,13 @@ pub async fn database_exists() -> bool {
 /// Bad settings, each with what its error must name: the variable and the range or rule it broke.
 pub const BAD_SETTINGS: &[(&str, &str, &str)] = &[
     ("LISTENER_BATCH_SIZE", "0", "must be between 1 and 10000"),
+    ("REDIS_CLUSTER_NODES", "127.0.0.1:7100", "not a redis://host:port URL"),
+    ("REDIS_KEY_PREFIX", "{tag}", "without braces"),
     ("RECALC_BATCH_SIZE", "-5", "must be between 1 and 100000"),
+    ("TASKS_RETENTION_DAYS", "-1", "is invalid"),
+    ("MARKET_EVENTS_RETENTION_DAYS", "5000", "must be between 0 and 3650"),
+    ("RETENTION_BATCH_SIZE", "0", "must be between 1 and 100000"),
+    ("RETENTION_INTERVAL_SECS", "0", "must be between 1 and 86400"),
     ("ORDER_MAX_ATTEMPTS", "0", "must be between 1 and 100"),
     ("RECALC_MAX_ATTEMPTS", "1000", "must be between 1 and 100"),
     ("ORDER_FAILURE_RATE", "1.5", "must be between 0 and 1"),

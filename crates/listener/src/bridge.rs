@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use pricing_core::{
+    cache::RedisTarget,
     events::{EventStream, MarketEventDraft},
     retry,
 };
@@ -21,7 +22,7 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 pub async fn run(state: Arc<ListenerState>, shutdown: CancellationToken) {
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
-        match listen(&state, &shutdown).await {
+        match listen(&state, &shutdown, failures as usize).await {
             Ok(()) => return,
             Err(e) => {
                 failures += 1;
@@ -36,10 +37,14 @@ pub async fn run(state: Arc<ListenerState>, shutdown: CancellationToken) {
     }
 }
 
-/// Subscribes and bridges until shutdown (`Ok`) or the connection fails (`Err`).
-async fn listen(state: &ListenerState, shutdown: &CancellationToken) -> anyhow::Result<()> {
+/// Subscribes and bridges until shutdown (`Ok`) or the connection fails (`Err`). On a cluster a PUBLISH
+/// reaches every node, so a SUBSCRIBE on any one node hears the whole cluster: the bridge takes the seed
+/// nodes in turn, moving to the next when its node fails.
+async fn listen(state: &ListenerState, shutdown: &CancellationToken, attempt: usize) -> anyhow::Result<()> {
     let channel = state.cache.keys.market_events();
-    let mut pubsub = redis::Client::open(state.settings.redis_url.as_str())?.get_async_pubsub().await?;
+    let nodes = RedisTarget::from_settings(&state.settings);
+    let node = &nodes.node_urls()[attempt % nodes.node_urls().len()];
+    let mut pubsub = redis::Client::open(node.as_str())?.get_async_pubsub().await?;
     pubsub.subscribe(&channel).await?;
     let mut messages = pubsub.on_message();
     loop {

@@ -9,15 +9,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use opentelemetry::trace::TraceContextExt;
 use pricing_core::{
-    cache::redis_connection_with_timeout,
+    cache::{redis_connection_with_timeout, RedisConnection, RedisTarget},
     db::market_events,
     events::{MarketEvent, MarketEventDraft, CONSUMER_GROUP},
     retry, telemetry, Result,
 };
-use redis::{
-    aio::ConnectionManager,
-    streams::{StreamAutoClaimReply, StreamId, StreamReadReply},
-};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,8 +31,9 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 
 pub struct Consumer {
     state: Arc<ListenerState>,
-    /// Its own connection: a blocking read would hold up every other command on a shared one.
-    reader: ConnectionManager,
+    /// Its own connection (on a cluster, its own connection to the stream's node, following MOVED after a
+    /// failover): a blocking read would hold up every other command on a shared one.
+    reader: RedisConnection,
     name: String,
     stream: String,
     /// Read this consumer's own pending entries (id `0`) before new ones: set after a failed batch.
@@ -52,7 +50,7 @@ enum Entry {
 impl Consumer {
     pub fn new(state: Arc<ListenerState>) -> anyhow::Result<Self> {
         let timeout = state.settings.listener_block + pricing_core::cache::RESPONSE_TIMEOUT;
-        let reader = redis_connection_with_timeout(&state.settings.redis_url, timeout)?;
+        let reader = redis_connection_with_timeout(&RedisTarget::from_settings(&state.settings), timeout)?;
         let stream = state.cache.keys.market_events();
         let name = format!("listener-{}", uuid::Uuid::new_v4().simple());
         Ok(Self { state, reader, name, stream, reread_pending: false, next_claim: Instant::now() })

@@ -7,14 +7,7 @@
 //! Transient errors (PostgreSQL or Redis unreachable, a lost lock) are retried with exponential backoff, up
 //! to `RECALC_MAX_ATTEMPTS`, resuming after the last finished batch.
 
-use std::{
-    collections::HashMap,
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::{stream, StreamExt};
 use pricing_core::{
@@ -55,8 +48,6 @@ pub struct Recalculator {
     /// The same pricing code quotes use: a recalculation computes exactly what a quote miss would.
     pub pricing: Arc<PricingService>,
     pub settings: Arc<Settings>,
-    /// Batches that will fail with a transient error before doing anything: for demos and tests of retries.
-    pub injected_failures: Arc<AtomicU32>,
 }
 
 impl Recalculator {
@@ -66,7 +57,6 @@ impl Recalculator {
             db,
             cache,
             settings,
-            injected_failures: Arc::default(),
         })
     }
 
@@ -209,11 +199,6 @@ impl Recalculator {
         demand: Option<Arc<HashMap<i64, u64>>>,
     ) -> pricing_core::Result<(i64, i64)> {
         let batch = batch?;
-        let injected =
-            self.injected_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if injected.is_ok() {
-            return Err(Error::Unavailable("injected transient failure".into()));
-        }
         let ids: Vec<i64> = batch.iter().map(|row| row.product.id).collect();
         let (count, last_id) = (ids.len() as i64, ids.last().copied().unwrap_or_default());
         let recent = match demand {

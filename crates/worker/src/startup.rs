@@ -1,6 +1,6 @@
 //! Building the worker from settings and running it until shutdown: one apalis worker per job type, each
 //! supervised (one Redis error ends an apalis worker; it is restarted under a fresh name after a pause),
-//! and the sweeper beside them.
+//! and the sweeper and the retention jobs beside them.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -17,6 +17,7 @@ use crate::{
     idle_poll::IdlePoll,
     orders::{OrderProcessor, Outcome},
     recalculate::{RecalcOutcome, Recalculator},
+    retention::Retention,
     sweeper::Sweeper,
 };
 
@@ -41,6 +42,7 @@ pub struct Worker {
 impl Worker {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         pricing_core::prometheus::install();
+        crate::retention::export_counters();
         let Backends { db, cache, orders, tasks } =
             Backends::connect(&settings, 2, pricing_core::db::Commits::Relaxed).await?;
         let http = tokio::net::TcpListener::bind(settings.worker_addr).await?;
@@ -69,6 +71,10 @@ impl Worker {
         }
     }
 
+    pub fn retention(&self) -> Retention {
+        Retention { db: self.db.clone(), settings: self.settings.clone() }
+    }
+
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         // The bound address: with port 0 in WORKER_ADDR, this line is where a supervisor learns the port.
         tracing::info!(addr = %self.http.local_addr()?, "pricing-worker listening");
@@ -89,6 +95,7 @@ impl Worker {
             }
         }
         let sweeper = tokio::spawn(self.sweeper().run(shutdown.clone()));
+        let retention = tokio::spawn(self.retention().run(shutdown.clone()));
         let promoter = tokio::spawn(crate::sweeper::promote_orders(self.orders.clone(), shutdown.clone()));
         let http_addr = self.http.local_addr()?;
         let processor = Arc::new(self.processor());
@@ -126,7 +133,7 @@ impl Worker {
         let grace = self.settings.shutdown_timeout;
         shutdown::within_grace(&shutdown, grace, async {
             tokio::join!(orders, recalculations);
-            let _ = tokio::join!(sweeper, promoter, http);
+            let _ = tokio::join!(sweeper, retention, promoter, http);
         })
         .await;
         tracing::info!("pricing-worker stopped");

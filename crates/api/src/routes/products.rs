@@ -1,5 +1,6 @@
-//! `/api/v1/products`: the catalogue. Writes need the admin token and refresh the cached copy; `/cached`
-//! reads through Redis (cache-aside) and falls back to PostgreSQL when Redis is unavailable.
+//! `/api/v1/products`: the catalogue over HTTP. Handlers check the request and call the catalogue use
+//! case (`pricing_core::catalogue::Catalogue`), which reads and writes products and the cache; writes need
+//! the admin token; `/cached` tells in `X-Cache` whether the row came from Redis.
 
 use axum::{
     extract::State,
@@ -7,12 +8,10 @@ use axum::{
     response::IntoResponse,
 };
 use pricing_core::{
-    cache::Lookup,
+    catalogue::{CacheOutcome, PricedProduct},
     config::Limits,
-    db::products,
     domain::{self, NewProduct, Page, Product, ProductChanges},
     money,
-    pricing::ProductPricing,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -137,9 +136,7 @@ async fn create(
         price: check_price(body.price)?,
         stock: check_stock(body.stock)?,
     };
-    let product = products::create(&ctx.db, &new).await?;
-    tracing::info!(product_id = product.id, sku = %product.sku, "product created");
-    Ok((StatusCode::CREATED, axum::Json(written_view(&ctx, product).await?)))
+    Ok((StatusCode::CREATED, axum::Json(ProductView::from(ctx.catalogue.create(&new).await?))))
 }
 
 /// A product as clients see it: the row (`price` is the list price the pricing model starts from) and
@@ -152,7 +149,13 @@ struct ProductView {
     current_price: Decimal,
 }
 
-/// Lists products, newest first.
+impl From<PricedProduct> for ProductView {
+    fn from(PricedProduct { product, current_price }: PricedProduct) -> Self {
+        Self { product, current_price }
+    }
+}
+
+/// Lists products, oldest first (by id).
 #[utoipa::path(get, path = "", operation_id = "list_products", tag = "products", params(PageParams, ListFilter),
     responses((status = 200, description = "A page of products", body = Page<ProductView>)))]
 async fn list(
@@ -169,14 +172,9 @@ async fn list(
         Some(s) => Some(text_field("search", s, 1, ctx.settings.limits.max_text_len)?),
         None => None,
     };
-    let page = products::list(&ctx.db, search.as_deref(), page, page_size).await?;
-    let prices = ctx.pricing.current_prices(&page.items).await?;
-    let views = page
-        .items
-        .into_iter()
-        .zip(prices)
-        .map(|(product, current_price)| ProductView { product, current_price });
-    Ok(axum::Json(Page::new(views.collect(), page.total, page.page, page.page_size)))
+    let page = ctx.catalogue.list(search.as_deref(), page, page_size).await?;
+    let views = page.items.into_iter().map(ProductView::from).collect();
+    Ok(axum::Json(Page::new(views, page.total, page.page, page.page_size)))
 }
 
 /// One product, from PostgreSQL.
@@ -184,38 +182,16 @@ async fn list(
     responses((status = 200, description = "The product", body = ProductView),
               (status = 404, description = "No such product", body = ErrorBody)))]
 async fn read(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<axum::Json<ProductView>> {
-    Ok(axum::Json(view(&ctx, products::get(&ctx.db, id).await?).await?))
-}
-
-/// The view of a row just written: its pricing state computed from that row (the cache is left to the
-/// next quote, which stores what it computes).
-async fn written_view(ctx: &ApiContext, product: Product) -> ApiResult<ProductView> {
-    let state = ctx.pricing.compute_states(vec![product.clone()]).await?.remove(0);
-    let current_price = ctx.pricing.price_for(&state, &ctx.pricing.default_shopper());
-    Ok(ProductView { product, current_price })
-}
-
-/// One product's view, its current price from its pricing state (cached, or computed once).
-async fn view(ctx: &ApiContext, product: Product) -> ApiResult<ProductView> {
-    let current_price = ctx.pricing.current_price(product.id, &ctx.pricing.default_shopper()).await?;
-    Ok(ProductView { product, current_price })
+    Ok(axum::Json(ctx.catalogue.get(id).await?.into()))
 }
 
 const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 
-/// Whether `/cached` found the product in Redis: counted, and told in `X-Cache`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CacheOutcome {
-    Hit,
-    Miss,
-}
-
-impl CacheOutcome {
-    fn header_value(self) -> &'static str {
-        match self {
-            CacheOutcome::Hit => "HIT",
-            CacheOutcome::Miss => "MISS",
-        }
+/// `X-Cache`: whether `/cached` found the product in Redis.
+fn x_cache(outcome: CacheOutcome) -> &'static str {
+    match outcome {
+        CacheOutcome::Hit => "HIT",
+        CacheOutcome::Miss => "MISS",
     }
 }
 
@@ -227,36 +203,8 @@ impl CacheOutcome {
                headers(("x-cache" = String, description = "HIT or MISS"))),
               (status = 404, description = "No such product", body = ErrorBody)))]
 async fn read_cached(State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<impl IntoResponse> {
-    let (product_key, price_key) = (ctx.cache.keys.product(id), ctx.cache.keys.price(id));
-    let (cached, pricing) = match ctx.cache.get_many(&[product_key.clone(), price_key.clone()]).await {
-        Ok(mut raw) => {
-            let (price_raw, product_raw) = (raw.pop().flatten(), raw.pop().flatten());
-            (
-                ctx.cache.decode_entry::<Product>(&product_key, product_raw).await?,
-                ctx.cache.decode_entry::<ProductPricing>(&price_key, price_raw).await?,
-            )
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cache read failed; serving from PostgreSQL");
-            (Lookup::Missing, Lookup::Missing)
-        }
-    };
-    let (product, outcome) = match cached {
-        Lookup::Hit(product) => (product, CacheOutcome::Hit),
-        Lookup::Invalidated(_) | Lookup::Missing => {
-            let product = products::get(&ctx.db, id).await?;
-            if let Err(e) =
-                ctx.cache.set_versioned(&product_key, product.version, &product, ctx.settings.cache_ttl).await
-            {
-                tracing::warn!(product_id = id, error = %e, "could not cache the product");
-            }
-            (product, CacheOutcome::Miss)
-        }
-    };
-    ctx.cache.count_lookup(outcome == CacheOutcome::Hit);
-    let (pricing, _) = ctx.pricing.pricing_after(id, pricing).await?;
-    let current_price = ctx.pricing.price_for(&pricing, &ctx.pricing.default_shopper());
-    Ok(([(X_CACHE, outcome.header_value())], axum::Json(ProductView { product, current_price })))
+    let (priced, outcome) = ctx.catalogue.get_cached(id).await?;
+    Ok(([(X_CACHE, x_cache(outcome))], axum::Json(ProductView::from(priced))))
 }
 
 /// Changes a product; absent fields stay as they are.
@@ -276,10 +224,7 @@ async fn update(
         price: body.price.map(check_price).transpose()?,
         stock: body.stock.map(check_stock).transpose()?,
     };
-    let product = products::update(&ctx.db, id, &changes).await?;
-    ctx.product_changed(&product).await;
-    tracing::info!(product_id = id, version = product.version, "product updated");
-    Ok(axum::Json(written_view(&ctx, product).await?))
+    Ok(axum::Json(ctx.catalogue.update(id, &changes).await?.into()))
 }
 
 /// Deletes a product that no order names.
@@ -288,8 +233,6 @@ async fn update(
               (status = 404, description = "No such product", body = ErrorBody),
               (status = 409, description = "Orders name it", body = ErrorBody)))]
 async fn remove(_: Admin, State(ctx): State<ApiContext>, Id(id): Id) -> ApiResult<StatusCode> {
-    let deleted = products::delete(&ctx.db, id).await?;
-    ctx.cache.product_deleted(&deleted, ctx.settings.cache_ttl.max(ctx.settings.price_cache_ttl)).await;
-    tracing::info!(product_id = id, "product deleted");
+    ctx.catalogue.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,7 +8,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, use_single_redis, TestApp};
 
 async fn body(res: reqwest::Response) -> Value {
     res.json().await.expect("a JSON body")
@@ -103,7 +103,7 @@ async fn spawn_app_behind_redis_proxy() -> (TestApp, RedisProxy) {
     let redis_url = crate::helpers::test_settings().redis_url;
     let proxy = RedisProxy::start(&redis_url).await;
     let url = proxy.url.clone();
-    let app = spawn_app_with(move |s| s.redis_url = url).await;
+    let app = spawn_app_with(move |s| use_single_redis(s, url)).await;
     (app, proxy)
 }
 

@@ -48,8 +48,10 @@ impl RunningListener {
 /// PostgreSQL and Redis are comes from whoever runs the tests (`DATABASE_URL`, `REDIS_URL`), nothing else
 /// of their environment.
 pub fn test_settings() -> Settings {
-    let servers: Vec<(&str, String)> =
-        ["DATABASE_URL", "REDIS_URL"].into_iter().filter_map(|v| Some((v, std::env::var(v).ok()?))).collect();
+    let servers: Vec<(&str, String)> = ["DATABASE_URL", "REDIS_URL", "REDIS_CLUSTER_NODES"]
+        .into_iter()
+        .filter_map(|v| Some((v, std::env::var(v).ok()?)))
+        .collect();
     let servers: Vec<(&str, &str)> = servers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut s = Settings::from_vars(&servers).expect("settings");
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -100,6 +102,13 @@ pub async fn spawn_app_at_list_prices() -> TestApp {
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
+}
+
+/// Points a test at one Redis (a proxy it can cut, or an address nothing answers on), also in the cluster
+/// pass (`scripts/test-cluster.sh`): what such a test checks is how one server's outage is handled.
+pub fn use_single_redis(s: &mut Settings, url: String) {
+    s.redis_url = url;
+    s.redis_cluster_nodes.clear();
 }
 
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {

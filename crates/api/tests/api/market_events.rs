@@ -1,5 +1,6 @@
 //! Market events end to end: published through the api (or straight into the stream, or only on the
 //! channel), applied by `pricing-listener` exactly once, moving the market part of the affected prices.
+//! Several listeners sharing a stream: `market_events_listeners.rs`.
 
 use std::time::Duration;
 
@@ -7,10 +8,10 @@ use pricing_core::{events::CONSUMER_GROUP, lock};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, wait_until, TestApp};
+use crate::helpers::{spawn_app, use_single_redis, wait_until, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(2);
-const EVENTUALLY: Duration = Duration::from_secs(20);
+pub(super) const EVENTUALLY: Duration = Duration::from_secs(20);
 
 async fn body(res: reqwest::Response) -> Value {
     res.json().await.expect("a JSON body")
@@ -22,7 +23,7 @@ async fn publish(app: &TestApp, event: Value) -> Value {
     body(res).await
 }
 
-async fn product_in(app: &TestApp, name: &str, category: &str, price: f64) -> i64 {
+pub(super) async fn product_in(app: &TestApp, name: &str, category: &str, price: f64) -> i64 {
     let body = json!({ "name": name, "category": category, "price": price, "stock": 500 });
     let res = app.admin(Method::POST, "/api/v1/products", Some(&body)).await;
     assert_eq!(res.status(), StatusCode::CREATED);
@@ -44,14 +45,6 @@ async fn status_of(app: &TestApp, event_id: &str) -> Value {
     body(app.get(&format!("/api/v1/market-events/{event_id}")).await).await
 }
 
-async fn count_with_status(app: &TestApp, status: &str) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM market_events WHERE status = $1")
-        .bind(status)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
 async fn xadd(app: &TestApp, fields: &[(&str, &str)]) {
     let mut cmd = redis::cmd("XADD");
     cmd.arg(app.cache.keys.market_events()).arg("*");
@@ -61,7 +54,7 @@ async fn xadd(app: &TestApp, fields: &[(&str, &str)]) {
     let _: String = cmd.query_async(&mut app.cache.conn().await.unwrap()).await.unwrap();
 }
 
-fn applied_by(app: &TestApp, listeners: &[usize]) -> u64 {
+pub(super) fn applied_by(app: &TestApp, listeners: &[usize]) -> u64 {
     listeners
         .iter()
         .map(|i| app.listener(*i).state.counters.applied.load(std::sync::atomic::Ordering::SeqCst))
@@ -199,7 +192,7 @@ async fn redis_cli_entries_garbage_and_plain_publishes_are_each_handled() {
 }
 
 /// Entries read but not acknowledged, across the group.
-async fn pending(app: &TestApp) -> u64 {
+pub(super) async fn pending(app: &TestApp) -> u64 {
     let (count, _, _, _): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
         .arg(app.cache.keys.market_events())
         .arg(CONSUMER_GROUP)
@@ -207,55 +200,6 @@ async fn pending(app: &TestApp) -> u64 {
         .await
         .unwrap();
     count
-}
-
-/// Appends `n` events (one product each) straight into the stream in one pipeline.
-async fn append_events(app: &TestApp, n: usize, product_id: i64) {
-    let mut pipe = redis::pipe();
-    for i in 0..n {
-        let event = json!({ "event_id": format!("burst-{i}"), "event_type": "competitor_price",
-                            "product_ids": [product_id], "multiplier": 1.1, "occurred_at": "2026-11-23T00:00:00Z" });
-        pipe.cmd("XADD")
-            .arg(app.cache.keys.market_events())
-            .arg("*")
-            .arg("event")
-            .arg(event.to_string())
-            .ignore();
-    }
-    let () = pipe.query_async(&mut app.cache.conn().await.unwrap()).await.unwrap();
-}
-
-#[tokio::test]
-async fn a_killed_listeners_entries_are_claimed_and_every_event_applies_exactly_once() {
-    let mut app = spawn_app().await;
-    let id = product_in(&app, "Lamp", "home", 50.0).await;
-    let first = app.start_listener_with(|s| s.listener_batch_size = 50).await;
-    append_events(&app, 2_000, id).await;
-    wait_until(EVENTUALLY, "the first listener under way", || async { applied_by(&app, &[first]) > 0 }).await;
-    app.kill_listener(first);
-    let second = app.start_listener().await;
-    wait_until(EVENTUALLY, "all 2,000 applied", || async {
-        count_with_status(&app, "applied").await == 2_000
-    })
-    .await;
-    wait_until(EVENTUALLY, "nothing left pending", || async { pending(&app).await == 0 }).await;
-    assert_eq!(applied_by(&app, &[first, second]), 2_000, "each event applied exactly once across both");
-}
-
-#[tokio::test]
-async fn two_listeners_share_a_thousand_events_and_apply_each_once() {
-    let mut app = spawn_app().await;
-    let id = product_in(&app, "Lamp", "home", 50.0).await;
-    let a = app.start_listener_with(|s| s.listener_batch_size = 20).await;
-    let b = app.start_listener_with(|s| s.listener_batch_size = 20).await;
-    append_events(&app, 1_000, id).await;
-    wait_until(EVENTUALLY, "all 1,000 applied", || async {
-        count_with_status(&app, "applied").await == 1_000
-    })
-    .await;
-    wait_until(EVENTUALLY, "both listeners done", || async { applied_by(&app, &[a, b]) == 1_000 }).await;
-    let share = |i| app.listener(i).state.counters.batches.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(share(a) > 0 && share(b) > 0, "both took batches: {} and {}", share(a), share(b));
 }
 
 #[tokio::test]
@@ -380,7 +324,7 @@ async fn the_listener_reports_its_health_and_counts_in_metrics() {
 #[tokio::test]
 async fn an_event_published_while_redis_is_down_is_answered_202_and_applied_later() {
     let redis_down = "redis://127.0.0.1:1".to_string();
-    let mut app = crate::helpers::spawn_app_with(|s| s.redis_url = redis_down.clone()).await;
+    let mut app = crate::helpers::spawn_app_with(|s| use_single_redis(s, redis_down.clone())).await;
     let id = product_in(&app, "Lamp", "home", 50.0).await;
     let published =
         publish(&app, json!({ "event_type": "competitor_price", "product_ids": [id], "multiplier": 1.5 }))
@@ -390,7 +334,7 @@ async fn an_event_published_while_redis_is_down_is_answered_202_and_applied_late
 
     // A listener that reaches Redis re-appends it from PostgreSQL, and applies it.
     let real = crate::helpers::test_settings().redis_url;
-    app.start_listener_with(|s| s.redis_url = real).await;
+    app.start_listener_with(|s| use_single_redis(s, real)).await;
     wait_until(EVENTUALLY, "the event applied", || async {
         status_of(&app, &event_id).await["status"] == "applied"
     })
@@ -407,7 +351,7 @@ async fn an_event_published_while_redis_is_down_is_answered_202_and_applied_late
 #[tokio::test]
 async fn a_listener_without_redis_keeps_running_and_says_so() {
     let mut app = spawn_app().await;
-    let i = app.start_listener_with(|s| s.redis_url = "redis://127.0.0.1:1".into()).await;
+    let i = app.start_listener_with(|s| use_single_redis(s, "redis://127.0.0.1:1".into())).await;
     let url = format!("http://127.0.0.1:{}/health", app.listener(i).port);
     wait_until(EVENTUALLY, "the listener reports Redis", || async {
         let res = app.client.get(&url).send().await.unwrap();

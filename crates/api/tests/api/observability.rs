@@ -212,8 +212,18 @@ fn the_compose_stack_agrees_with_the_code() {
     let binaries = workspace_binaries();
     assert_eq!(binaries, ["pricing-api", "pricing-worker", "pricing-listener"]);
     let services = compose["services"].as_mapping().unwrap();
-    for name in ["postgres", "redis", "jaeger", "prometheus", "grafana", "api", "worker", "listener", "seed"]
-    {
+    for name in [
+        "postgres",
+        "redis",
+        "jaeger",
+        "prometheus",
+        "grafana",
+        "api",
+        "balancer",
+        "worker",
+        "listener",
+        "seed",
+    ] {
         assert!(services.contains_key(name), "compose lacks the {name} service");
     }
     let defaults = Settings::from_vars(&[]).unwrap();
@@ -247,8 +257,18 @@ fn the_compose_stack_agrees_with_the_code() {
     assert_eq!(port_of("API_ADDR"), defaults.api_addr.port());
     assert_eq!(port_of("WORKER_ADDR"), defaults.worker_addr.port());
     assert_eq!(port_of("LISTENER_ADDR"), defaults.listener_addr.port());
-    let api_ports = services["api"]["ports"].as_sequence().unwrap();
-    assert!(api_ports.iter().any(|p| p.as_str() == Some(&format!("{0}:{0}", defaults.api_addr.port()))));
+    // The balancer publishes the api's port and finds every replica by name; the api publishes none, so
+    // `--scale api=3` works, and believes X-Forwarded-For from the balancer's fixed address only.
+    let api_port = defaults.api_addr.port();
+    assert!(services["api"].get("ports").is_none(), "a published api port forbids --scale api=3");
+    assert_eq!(services["api"]["expose"][0].as_str(), Some(api_port.to_string().as_str()));
+    let balancer = &services["balancer"];
+    let balancer_ports = balancer["ports"].as_sequence().unwrap();
+    assert!(balancer_ports.iter().any(|p| p.as_str() == Some(&format!("{api_port}:{api_port}"))));
+    assert!(repo_file("deploy/haproxy.cfg").contains(&format!(" api:{api_port} ")), "upstreams by name");
+    let balancer_addr = balancer["networks"]["default"]["ipv4_address"].as_str().unwrap();
+    let trusted = env["TRUSTED_PROXIES"].as_str().unwrap();
+    assert!(trusted.contains(&format!(":-{balancer_addr}}}")), "TRUSTED_PROXIES is the balancer: {trusted}");
     let depends = services["api"]["depends_on"].as_mapping().unwrap();
     assert_eq!(depends["postgres"]["condition"], "service_healthy");
 

@@ -270,7 +270,7 @@ async fn the_worker_recovers_when_redis_loses_its_data_while_running() {
 async fn an_idle_worker_rests_between_fetches() {
     let mut app = spawn_app().await;
     app.start_worker().await;
-    let prefix = app.cache.keys.prefix().to_string();
+    let queues = format!("\"{}", app.cache.keys.queue(""));
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let mut monitor = tokio::process::Command::new("redis-cli")
         .args(["-u", &url, "monitor"])
@@ -284,7 +284,7 @@ async fn an_idle_worker_rests_between_fetches() {
     let mut ours = 0;
     let _ = tokio::time::timeout(window, async {
         while let Ok(Some(line)) = lines.next_line().await {
-            ours += usize::from(line.contains(&format!("\"{prefix}:queue:")));
+            ours += usize::from(line.contains(&queues));
         }
     })
     .await;

@@ -15,7 +15,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::{net::TcpListener, task::AbortHandle};
 
-use crate::helpers::{spawn_app_with, wait_until};
+use crate::helpers::{spawn_app_with, use_single_redis, wait_until};
 
 /// A TCP proxy to the test machine's Redis that can be cut (every connection dropped, new ones refused).
 struct RedisProxy {
@@ -69,7 +69,7 @@ fn p99(mut samples: Vec<Duration>) -> Duration {
 #[tokio::test]
 async fn with_redis_down_quotes_reads_and_orders_keep_their_speed_and_recover_after() {
     let proxy = RedisProxy::start().await;
-    let mut app = spawn_app_with(|s| s.redis_url = proxy.url.clone()).await;
+    let mut app = spawn_app_with(|s| use_single_redis(s, proxy.url.clone())).await;
     let product = app.create_product("Outage", 10.0, 10_000).await;
     let id = product["id"].as_i64().unwrap();
     let cached = format!("/api/v1/products/{id}/cached");

@@ -13,11 +13,9 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    aio::{ConnectionLike, ConnectionManager},
-    Cmd, Pipeline, RedisError, RedisFuture, Value,
-};
+use redis::{aio::ConnectionLike, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+use super::RedisConnection;
 use crate::prometheus::names;
 
 /// How often an open circuit's probe tries Redis.
@@ -43,7 +41,7 @@ impl Breaker {
 
     /// Opens the circuit after `error`, if it says Redis cannot be reached, and starts the probe that will
     /// close it (one probe per opening).
-    fn observe(self: &Arc<Self>, error: &RedisError, probe_with: &ConnectionManager) {
+    fn observe(self: &Arc<Self>, error: &RedisError, probe_with: &RedisConnection) {
         let unreachable = error.is_io_error()
             || error.is_timeout()
             || error.is_connection_refusal()
@@ -55,7 +53,7 @@ impl Breaker {
         }
     }
 
-    async fn probe(self: Arc<Self>, mut conn: ConnectionManager) {
+    async fn probe(self: Arc<Self>, mut conn: RedisConnection) {
         loop {
             tokio::time::sleep(PROBE_EVERY).await;
             let ping = redis::cmd("PING");
@@ -75,7 +73,7 @@ impl Breaker {
 /// A cache connection that reports its failures to the breaker and fails at once while it is open.
 #[derive(Clone)]
 pub struct GuardedConnection {
-    pub(super) inner: ConnectionManager,
+    pub(super) inner: RedisConnection,
     pub(super) breaker: Arc<Breaker>,
 }
 

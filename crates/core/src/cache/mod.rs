@@ -9,7 +9,8 @@
 //! - `versioned`: the `{version}|{json}` entry format, its reads (`lookup`, `decode_entry`) and writes;
 //! - `products`: what a product change, a market signal or a delete does to the cache;
 //! - `stats`: hit/miss counts and the server's figures for the cache stats endpoint;
-//! - `keys`: every key's name; `demand`: the orders-per-minute counters.
+//! - `keys`: every key's name and the cluster hash-tag rule (`slots` tests it); `demand`: the orders-per-minute
+//!   counters.
 
 mod breaker;
 mod connections;
@@ -17,6 +18,8 @@ pub mod demand;
 pub mod keys;
 mod products;
 mod scripts;
+#[cfg(test)]
+mod slots;
 mod stats;
 mod versioned;
 
@@ -25,10 +28,12 @@ use std::{
     time::Duration,
 };
 
-use redis::{aio::ConnectionManager, AsyncCommands, Script};
+use redis::{AsyncCommands, Script};
 
 pub use breaker::GuardedConnection;
-pub use connections::{redis_connection, redis_connection_with_timeout, RESPONSE_TIMEOUT};
+pub use connections::{
+    redis_connection, redis_connection_with_timeout, RedisConnection, RedisTarget, RESPONSE_TIMEOUT,
+};
 pub use keys::Keys;
 pub use products::CacheLifetimes;
 pub(crate) use scripts::DELETE_IF_EQUAL;
@@ -39,7 +44,7 @@ use crate::Result;
 
 #[derive(Clone)]
 pub struct Cache {
-    connections: Arc<[ConnectionManager]>,
+    connections: Arc<[RedisConnection]>,
     /// Opened by a command that finds Redis unreachable; while open, commands fail at once.
     breaker: Arc<breaker::Breaker>,
     next: Arc<AtomicU64>,

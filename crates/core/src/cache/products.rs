@@ -1,10 +1,18 @@
 //! What a product change does to the cache: after a commit (an update, a sale, stock given back) the
-//! post-sale script refreshes the cached rows, tombstones the pricing states and counts the orders sold, in
-//! one round trip; a market signal drops pricing states; a delete tombstones everything of the product.
+//! post-sale script refreshes the cached rows and tombstones the pricing states (one call per id range, all
+//! at once) while a pipeline counts the orders sold; a market signal drops pricing states; a delete
+//! tombstones everything of the product.
 
 use std::time::Duration;
 
-use super::{demand, Cache};
+use futures::future::try_join_all;
+
+use super::{
+    demand,
+    keys::{group_by_tag, Keys},
+    scripts::ScriptCall,
+    Cache,
+};
 use crate::{domain::Product, Result};
 
 /// How long what `products_changed` writes lives: cached products, pricing states, demand counters.
@@ -28,49 +36,41 @@ impl CacheLifetimes {
 impl Cache {
     /// After a commit that changed products (an update, a sale, stock given back): stores their new rows
     /// for `/cached`, invalidates their pricing states as of the new versions and counts the orders sold
-    /// of each (0: not a sale) for the demand multiplier; one script, one round trip. Best effort: a Redis
+    /// of each (0: not a sale) for the demand multiplier, all at once. Best effort: a Redis
     /// failure is logged, and the versioned entries still refuse anything older than what PostgreSQL
     /// committed.
     #[tracing::instrument(name = "cache products changed", skip_all, fields(db.system.name = "redis"))]
     pub async fn products_changed(&self, products: &[(&Product, u32)], change: &CacheLifetimes) {
-        if products.is_empty() {
-            return;
-        }
-        let mut invocation = self.products_changed.prepare_invoke();
-        for (product, _) in products {
-            invocation.key(self.keys.product(product.id)).key(self.keys.price(product.id));
-        }
-        invocation
-            .key(self.keys.demand_bucket(demand::current_minute()))
-            .arg(change.product_ttl.as_millis() as u64)
-            .arg(change.price_ttl.as_millis() as u64)
-            .arg((u64::from(change.demand_window_minutes) + 2) * 60);
-        for (product, orders) in products {
-            let json = serde_json::to_string(product).expect("products serialize");
-            invocation.arg(product.version).arg(json).arg(product.id).arg(*orders);
-        }
-        let result: Result<i32> = match self.conn().await {
-            Ok(mut conn) => invocation.invoke_async(&mut conn).await.map_err(Into::into),
-            Err(e) => Err(e),
+        let calls = products_changed_calls(&self.keys, products, change);
+        let refreshed = try_join_all(calls.iter().map(|call| async move {
+            call.invoke::<i32>(&self.products_changed, &mut self.conn().await?)
+                .await
+                .map_err(crate::Error::from)
+        }));
+        let sold: Vec<(i64, u32)> = products.iter().map(|(product, orders)| (product.id, *orders)).collect();
+        let counting =
+            demand::count_sales(&self.keys, &sold, change.demand_window_minutes, demand::current_minute());
+        let counted = async {
+            let Some(pipe) = counting else { return Ok(()) };
+            let () = pipe.query_async(&mut self.conn().await?).await?;
+            Ok::<_, crate::Error>(())
         };
-        if let Err(e) = result {
+        let (refreshed, counted) = tokio::join!(refreshed, counted);
+        if let Err(e) = refreshed.map(drop).and(counted) {
             let ids: Vec<i64> = products.iter().map(|(p, _)| p.id).collect();
             tracing::warn!(?ids, error = %e, "could not refresh the cached products");
         }
     }
 
     /// Drops the pricing states of these products (a market signal changed them), so the next quote
-    /// recomputes them. One pipeline.
+    /// recomputes them. One `UNLINK` per id range, at once.
     #[tracing::instrument(name = "cache forget pricing", skip_all, fields(db.system.name = "redis"))]
     pub async fn forget_pricing(&self, product_ids: &[i64]) -> Result<()> {
-        if product_ids.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for chunk in product_ids.chunks(1_000) {
-            pipe.cmd("UNLINK").arg(chunk.iter().map(|id| self.keys.price(*id)).collect::<Vec<_>>()).ignore();
-        }
-        let () = pipe.query_async(&mut self.conn().await?).await?;
+        try_join_all(forget_pricing_commands(&self.keys, product_ids).iter().map(|unlink| async move {
+            let _: u64 = unlink.query_async(&mut self.conn().await?).await?;
+            Ok::<_, crate::Error>(())
+        }))
+        .await?;
         Ok(())
     }
 
@@ -85,4 +85,39 @@ impl Cache {
             tracing::warn!(product_id = product.id, error = %e, "could not clear the deleted product's cache");
         }
     }
+}
+
+/// The post-sale script's calls (`PRODUCTS_CHANGED`), one per id range.
+pub(super) fn products_changed_calls(
+    keys: &Keys,
+    products: &[(&Product, u32)],
+    change: &CacheLifetimes,
+) -> Vec<ScriptCall> {
+    group_by_tag(products.iter(), |(product, _)| product.id)
+        .into_iter()
+        .map(|group| {
+            let mut call = ScriptCall::default();
+            for (product, _) in &group {
+                call.key(keys.product(product.id)).key(keys.price(product.id));
+            }
+            call.arg(change.product_ttl.as_millis() as u64).arg(change.price_ttl.as_millis() as u64);
+            for (product, _) in group {
+                let json = serde_json::to_string(product).expect("products serialize");
+                call.arg(product.version).arg(json);
+            }
+            call
+        })
+        .collect()
+}
+
+/// `UNLINK` of the pricing states, one command per id range.
+pub(super) fn forget_pricing_commands(keys: &Keys, product_ids: &[i64]) -> Vec<redis::Cmd> {
+    group_by_tag(product_ids.iter().copied(), |id| *id)
+        .into_iter()
+        .map(|ids| {
+            let mut unlink = redis::cmd("UNLINK");
+            unlink.arg(ids.iter().map(|id| keys.price(*id)).collect::<Vec<_>>());
+            unlink
+        })
+        .collect()
 }

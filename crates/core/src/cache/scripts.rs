@@ -35,26 +35,18 @@ return written
 "#
 );
 
-/// After committed changes to products, in one round trip: each product's new row stored for `/cached`,
-/// its pricing state replaced by a tombstone of the new version, and, for a sale, its orders counted per
-/// product in the current demand bucket (the last key).
-/// KEYS: product key, price key (per product), demand bucket. ARGV: product ttl ms, price ttl ms, demand
-/// bucket ttl s, then per product: version, row json, id, orders sold (0: none).
+/// After committed changes to products of one id range, in one call: each product's new row stored for
+/// `/cached`, and its pricing state replaced by a tombstone of the new version.
+/// KEYS: product key, price key (per product). ARGV: product ttl ms, price ttl ms, then per product:
+/// version, row json.
 pub(super) const PRODUCTS_CHANGED: &str = concat!(
     set_if_newer_lua!(),
     r#"
-local sold = 0
-for i = 1, (#KEYS - 1) / 2 do
-    local at = 3 + 4 * (i - 1)
-    local version, json, id, orders = ARGV[at + 1], ARGV[at + 2], ARGV[at + 3], tonumber(ARGV[at + 4])
+for i = 1, #KEYS / 2 do
+    local version, json = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
     set_if_newer(KEYS[2 * i - 1], version, json, ARGV[1])
     set_if_newer(KEYS[2 * i], version, 'null', ARGV[2])
-    if orders > 0 then
-        redis.call('HINCRBY', KEYS[#KEYS], id, orders)
-        sold = sold + orders
-    end
 end
-if sold > 0 then redis.call('EXPIRE', KEYS[#KEYS], ARGV[3]) end
 return 1
 "#
 );
@@ -65,3 +57,39 @@ pub(crate) const DELETE_IF_EQUAL: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 "#;
+
+/// One script call's keys and arguments, built before it is sent, so the slot test (`cache::slots`) can
+/// check that its keys share a slot.
+#[derive(Debug, Default)]
+pub(super) struct ScriptCall {
+    pub keys: Vec<String>,
+    pub args: Vec<Vec<u8>>,
+}
+
+impl ScriptCall {
+    pub fn key(&mut self, key: String) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+
+    pub fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// Runs `script` with these keys and arguments (`EVALSHA`, loading the script where a node lacks it).
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        conn: &mut impl redis::aio::ConnectionLike,
+    ) -> redis::RedisResult<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in &self.keys {
+            invocation.key(key);
+        }
+        for arg in &self.args {
+            invocation.arg(arg.as_slice());
+        }
+        invocation.invoke_async(conn).await
+    }
+}

@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, Script};
+use futures::future::try_join_all;
+use redis::{cluster_routing::Slot, AsyncCommands, Script};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    scripts::{DELETE_IF_EQUAL, SET_IF_NEWER},
+    scripts::{ScriptCall, DELETE_IF_EQUAL},
     Cache,
 };
 use crate::Result;
@@ -92,31 +93,19 @@ impl Cache {
         Ok(written == 1)
     }
 
-    /// Writes many versioned values in one pipeline of script calls, `KEYS_PER_CALL` keys each (the bulk
-    /// recalculation). Returns how many were written.
+    /// Writes many versioned values (the bulk recalculation): script calls of at most `KEYS_PER_CALL` keys
+    /// of one slot each, sent at once. Returns how many were written.
     #[tracing::instrument(name = "cache set versioned many", skip_all, fields(db.system.name = "redis"))]
     pub async fn set_versioned_many(
         &self,
         entries: &[(String, i64, String)],
         ttl: impl Fn() -> Duration,
     ) -> Result<u64> {
-        if entries.is_empty() {
-            return Ok(0);
-        }
-        let mut conn = self.conn().await?;
-        // Load the script once so the pipeline can use EVALSHA.
-        let _: String = redis::cmd("SCRIPT").arg("LOAD").arg(SET_IF_NEWER).query_async(&mut conn).await?;
-        let mut pipe = redis::pipe();
-        for chunk in entries.chunks(KEYS_PER_CALL) {
-            let call = pipe.cmd("EVALSHA").arg(self.set_if_newer.get_hash()).arg(chunk.len());
-            for (key, _, _) in chunk {
-                call.arg(key);
-            }
-            for (_, version, json) in chunk {
-                call.arg(*version).arg(json).arg(ttl().as_millis() as u64);
-            }
-        }
-        let written: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let calls = set_if_newer_calls(entries, ttl);
+        let written = try_join_all(calls.iter().map(|call| async move {
+            call.invoke::<u64>(&self.set_if_newer, &mut self.conn().await?).await.map_err(crate::Error::from)
+        }))
+        .await?;
         Ok(written.iter().sum())
     }
 
@@ -125,4 +114,36 @@ impl Cache {
         self.set_versioned(key, version, &serde_json::Value::Null, ttl).await?;
         Ok(())
     }
+}
+
+/// `SET_IF_NEWER` calls for `entries`: grouped by the key's cluster slot (the recalculation's keys, in id
+/// order, fall into few), at most `KEYS_PER_CALL` keys each. ARGV: version, value, ttl per key.
+pub(super) fn set_if_newer_calls(
+    entries: &[(String, i64, String)],
+    ttl: impl Fn() -> Duration,
+) -> Vec<ScriptCall> {
+    type Entry = (String, i64, String);
+    let mut by_slot: Vec<(Slot, Vec<&Entry>)> = Vec::new();
+    for entry in entries {
+        let slot = Slot::for_key(&entry.0);
+        match by_slot.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, group)) => group.push(entry),
+            None => by_slot.push((slot, vec![entry])),
+        }
+    }
+    by_slot
+        .iter()
+        .map(|(_, group)| group)
+        .flat_map(|group| group.chunks(KEYS_PER_CALL))
+        .map(|chunk| {
+            let mut call = ScriptCall::default();
+            for (key, _, _) in chunk {
+                call.key(key.clone());
+            }
+            for (_, version, json) in chunk {
+                call.arg(*version).arg(json).arg(ttl().as_millis() as u64);
+            }
+            call
+        })
+        .collect()
 }

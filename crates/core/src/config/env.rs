@@ -34,6 +34,30 @@ pub(super) fn list(name: &str) -> Vec<String> {
     var(name, "").split(',').map(str::trim).filter(|v| !v.is_empty()).map(str::to_string).collect()
 }
 
+/// `REDIS_CLUSTER_NODES`: each seed node a `redis://` (or `rediss://`) URL that parses.
+pub(super) fn redis_nodes(name: &str) -> anyhow::Result<Vec<String>> {
+    let nodes = list(name);
+    for node in &nodes {
+        let valid = (node.starts_with("redis://") || node.starts_with("rediss://"))
+            && redis::IntoConnectionInfo::into_connection_info(node.as_str()).is_ok();
+        anyhow::ensure!(
+            valid,
+            "{name} is invalid: {node:?} is not a redis://host:port URL (give the seed nodes comma-separated)"
+        );
+    }
+    Ok(nodes)
+}
+
+/// `REDIS_KEY_PREFIX`: no braces, which would change the keys' cluster hash tags.
+pub(super) fn key_prefix(name: &str) -> anyhow::Result<String> {
+    let prefix = var(name, "pricing");
+    anyhow::ensure!(
+        !prefix.contains(['{', '}']) && prefix.len() <= 64,
+        "{name}={prefix:?} is invalid: at most 64 characters, without braces (they are Redis Cluster hash tags)"
+    );
+    Ok(prefix)
+}
+
 pub(super) fn var(name: &str, default: &str) -> String {
     get(name).filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }

@@ -4,15 +4,17 @@
 
 mod edge;
 mod env;
+mod retention;
 mod secrets;
 
 pub use edge::{Edge, RateLimit};
+pub use retention::Retention;
 pub use secrets::{generate_secret, AppEnv, Secrets, MIN_SECRET_BYTES};
 
 use std::{net::SocketAddr, time::Duration};
 
 pub use env::RENAMED;
-use env::{filter, list, millis, parse, ranged, renamed, secs, var};
+use env::{filter, key_prefix, list, millis, parse, ranged, redis_nodes, renamed, secs, var};
 
 use rust_decimal::Decimal;
 
@@ -31,6 +33,9 @@ pub struct Settings {
     /// stay for reads, quotes and health checks while hot rows are locked.
     pub database_sale_connections: u32,
     pub redis_url: String,
+    /// `REDIS_CLUSTER_NODES`: seed nodes (`redis://host:port`, comma-separated) of a Redis Cluster. Set, it
+    /// selects cluster mode for all three binaries and `REDIS_URL` is not used.
+    pub redis_cluster_nodes: Vec<String>,
     /// Every Redis key this service writes starts with this prefix (tests use one per test).
     pub redis_key_prefix: String,
     pub api_addr: SocketAddr,
@@ -100,6 +105,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Connection timeouts and caps, load shedding and rate limits (`edge.rs`).
     pub edge: Edge,
+    /// What the worker's retention jobs keep in PostgreSQL (`retention.rs`).
+    pub retention: Retention,
     /// Browser origins allowed to call the api (CORS); empty: no CORS headers, browsers on other origins are refused.
     pub cors_origins: Vec<String>,
     /// After SIGTERM, how long a process finishes the work in hand before it exits anyway.
@@ -156,6 +163,7 @@ pub const ENV_VARS: &[&str] = &[
     "DATABASE_LOCK_TIMEOUT_MS",
     "DATABASE_SALE_CONNECTIONS",
     "REDIS_URL",
+    "REDIS_CLUSTER_NODES",
     "REDIS_KEY_PREFIX",
     "API_ADDR",
     "WORKER_ADDR",
@@ -199,6 +207,10 @@ pub const ENV_VARS: &[&str] = &[
     "LISTENER_BLOCK_MS",
     "LISTENER_CLAIM_IDLE_MS",
     "LISTENER_RESEND_AFTER_MS",
+    "MARKET_EVENTS_RETENTION_DAYS",
+    "TASKS_RETENTION_DAYS",
+    "RETENTION_INTERVAL_SECS",
+    "RETENTION_BATCH_SIZE",
     "MAX_BODY_BYTES",
     "REQUEST_TIMEOUT_MS",
     "DATABASE_ACQUIRE_TIMEOUT_MS",
@@ -286,7 +298,8 @@ impl Settings {
                 (parse::<u32>("DATABASE_MAX_CONNECTIONS", 20)? / 2).max(1),
             )?,
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
-            redis_key_prefix: var("REDIS_KEY_PREFIX", "pricing"),
+            redis_cluster_nodes: redis_nodes("REDIS_CLUSTER_NODES")?,
+            redis_key_prefix: key_prefix("REDIS_KEY_PREFIX")?,
             api_addr: parse("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8000)))?,
             worker_addr: parse("WORKER_ADDR", SocketAddr::from(([0, 0, 0, 0], 8001)))?,
             cache_ttl: secs(renamed("CACHE_TTL_SECS"), 300, 1..=31_536_000)?,
@@ -338,6 +351,7 @@ impl Settings {
                 max_text_len: parse("MAX_TEXT_LEN", 255)?,
             },
             edge: Edge::from_env()?,
+            retention: Retention::from_env()?,
             cors_origins: list("CORS_ORIGINS")
                 .into_iter()
                 .map(|o| o.trim_end_matches('/').to_string())
@@ -362,7 +376,7 @@ mod tests {
 
     #[test]
     fn every_variable_read_is_documented_and_passed_by_compose() {
-        let source = ["mod.rs", "secrets.rs", "edge.rs"]
+        let source = ["mod.rs", "secrets.rs", "edge.rs", "retention.rs"]
             .map(|f| repo_file(&format!("crates/core/src/config/{f}")))
             .concat();
         let example = repo_file(".env.example");

@@ -8,6 +8,7 @@ pub mod market;
 pub mod market_events;
 pub mod orders;
 pub mod products;
+pub mod retention;
 pub mod tasks;
 
 use std::str::FromStr;
