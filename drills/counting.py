@@ -200,6 +200,8 @@ def print_tally(answers):
     print(f"   {'requests':<8} {'phase':<10} {'sent':>6} {'2xx':>6} {'4xx':>5} {'5xx':>5} {'hang':>5} {'conn':>5} "
           f"{'max ms':>8}")
     for (kind, phase), rows in sorted(answers.items()):
+        if not rows:  # looked up (an empty defaultdict entry), never sent
+            continue
         c = Counter("hang" if a.error == "timeout" else "conn" if a.error else f"{a.status // 100}xx" for a in rows)
         print(f"   {kind:<8} {phase:<10} {len(rows):>6} {c['2xx']:>6} {c['4xx']:>5} {c['5xx']:>5} {c['hang']:>5} "
               f"{c['conn']:>5} {max(a.ms for a in rows):>8.0f}")

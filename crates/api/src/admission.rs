@@ -120,15 +120,18 @@ impl Admission {
     }
 
     /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
-    /// `X-Forwarded-For` that is not a trusted proxy.
+    /// `X-Forwarded-For` (all its lines) that is not a trusted proxy.
     fn client_ip(&self, request: &Request) -> Option<IpAddr> {
         let peer = crate::server::peer_of(request)?.ip();
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|net| net.contains(ip));
         if !trusted(&peer) {
             return Some(peer);
         }
-        let forwarded = request.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let hops = forwarded.into_iter().flat_map(|f| f.split(',').rev()).map(str::trim);
+        // Every line of the header, nearest hop last: a proxy may append a line of its own rather than
+        // extend the client's, and then only the last lines can be trusted.
+        let lines: Vec<&str> =
+            request.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect();
+        let hops = lines.into_iter().rev().flat_map(|line| line.split(',').rev()).map(str::trim);
         Some(hops.filter_map(|h| h.parse::<IpAddr>().ok()).find(|ip| !trusted(ip)).unwrap_or(peer))
     }
 }

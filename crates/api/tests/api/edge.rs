@@ -155,6 +155,18 @@ async fn forwarded_for_counts_only_from_a_trusted_proxy() {
     }
     assert_eq!(read(&app, "203.0.113.1").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
     assert_ne!(read(&app, "203.0.113.2").await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+    // A proxy that appends a header line of its own (HTTP allows repeating the header): the client's own
+    // line cannot pick the budget, the proxy's line decides.
+    let appended = |client_says: &str| {
+        app.client
+            .get(app.url("/api/v1/products"))
+            .header("X-Forwarded-For", client_says)
+            .header("X-Forwarded-For", "203.0.113.1")
+            .send()
+    };
+    for forged in ["198.51.100.7", "198.51.100.8"] {
+        assert_eq!(appended(forged).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "{forged}");
+    }
     // From an untrusted peer the header is ignored: a client cannot pick a fresh budget.
     let app = limited("").await;
     for client in ["203.0.113.1", "203.0.113.2"] {

@@ -25,6 +25,8 @@ use crate::{Result, Settings};
 /// tight for a busy machine).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(3);
+/// Retries of one command on a cluster (after MOVED, ASK, or a node that does not answer).
+const CLUSTER_RETRIES: u32 = 3;
 
 /// Which Redis the processes use: one setting decides for all three binaries.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +125,15 @@ pub fn redis_connection_with_timeout(
             Ok(RedisConnection::Single(ConnectionManager::new_lazy_with_config(client, config)?))
         }
         RedisTarget::Cluster(nodes) => {
-            let client = ClusterClient::builder(nodes.iter().map(String::as_str)).retries(3).build()?;
+            // A command on a failed primary is retried while its replica takes over (2 s node timeout and
+            // a few more in the drill here): the crate's default waits 1.28 s per retry, up to 16 times, so
+            // one order waited 3 to 4 s for its after-sale push. Retried briefly, the step fails fast and
+            // its fallback takes over (the sweeper enqueues the job; PostgreSQL answers the quote).
+            let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                .retries(CLUSTER_RETRIES)
+                .min_retry_wait(50)
+                .max_retry_wait(400)
+                .build()?;
             let config =
                 ClusterConfig::new().set_response_timeout(timeout).set_connection_timeout(CONNECTION_TIMEOUT);
             Ok(RedisConnection::Cluster(client.get_pending_async_connection_with_config(config)))
