@@ -1,6 +1,9 @@
 //! Everything the api, the worker and the tests share: configuration, domain types, the PostgreSQL
 //! repositories, the Redis cache and its keys, job definitions, the catalogue and order use cases, and process set-up (telemetry, shutdown). No HTTP lives here.
 
+#[macro_use]
+mod text_enum;
+
 pub mod backends;
 pub mod cache;
 pub mod catalogue;

@@ -253,7 +253,7 @@ async fn list(
     let status = filter
         .status
         .as_deref()
-        .map(|s| super::one_of("status", s, &MarketEventStatus::ALL, MarketEventStatus::as_str))
+        .map(|s| super::one_of("status", s, MarketEventStatus::ALL, MarketEventStatus::as_str))
         .transpose()?;
     Ok(axum::Json(market_events::list(&ctx.db, status, page, page_size).await?))
 }

@@ -25,38 +25,16 @@ pub struct MarketEventRecord {
     pub task_id: Option<uuid::Uuid>,
 }
 
-/// Where an event is: `received` until its effect is applied, then `applied`; `dead_letter` when it could
-/// not be applied.
-// The table's `CHECK` admits the same three; `applied` is set in the transaction that applies the effect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MarketEventStatus {
-    Received,
-    Applied,
-    DeadLetter,
-}
-
-impl MarketEventStatus {
-    pub const ALL: [MarketEventStatus; 3] =
-        [MarketEventStatus::Received, MarketEventStatus::Applied, MarketEventStatus::DeadLetter];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MarketEventStatus::Received => "received",
-            MarketEventStatus::Applied => "applied",
-            MarketEventStatus::DeadLetter => "dead_letter",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-impl TryFrom<String> for MarketEventStatus {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        Self::parse(&s).ok_or_else(|| format!("unknown market event status {s:?}"))
+text_enum! {
+    /// Where an event is: `received` until its effect is applied, then `applied`; `dead_letter` when it could
+    /// not be applied.
+    // The table's `CHECK` admits the same three; `applied` is set in the transaction that applies the effect.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "snake_case")]
+    pub enum MarketEventStatus("market event status") {
+        Received => "received",
+        Applied => "applied",
+        DeadLetter => "dead_letter",
     }
 }
 

@@ -10,57 +10,32 @@ use uuid::Uuid;
 
 use crate::{domain::ProductScope, Error, Result};
 
-/// Where a task is in its life: `queued -> running -> succeeded | failed | skipped` (a retry goes back to
-/// `queued`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Skipped,
-}
-
-impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Queued => "queued",
-            TaskStatus::Running => "running",
-            TaskStatus::Succeeded => "succeeded",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Skipped => "skipped",
-        }
+text_enum! {
+    /// Where a task is in its life: `queued -> running -> succeeded | failed | skipped` (a retry goes back to
+    /// `queued`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum TaskStatus("task status") {
+        Queued => "queued",
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Skipped => "skipped",
     }
 }
 
-impl TryFrom<String> for TaskStatus {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Skipped]
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown task status {s:?}"))
+text_enum! {
+    /// What a task is for (its `kind` column), and so how it meets a running recalculation.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum TaskKind("task kind") {
+        /// Asked for by `POST /api/v1/recalculate`: every product; skipped when another run holds the lock.
+        RecalculateAll => "recalculate_all_prices",
+        /// Started by market events: their scope; it waits for the lock (an event's effect is never dropped).
+        ForMarketEvents => "recalculate_for_market_events",
     }
-}
-
-/// What a task is for (its `kind` column), and so how it meets a running recalculation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskKind {
-    /// Asked for by `POST /api/v1/recalculate`: every product; skipped when another run holds the lock.
-    RecalculateAll,
-    /// Started by market events: their scope; it waits for the lock (an event's effect is never dropped).
-    ForMarketEvents,
 }
 
 impl TaskKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskKind::RecalculateAll => "recalculate_all_prices",
-            TaskKind::ForMarketEvents => "recalculate_for_market_events",
-        }
-    }
-
     /// Whether a task of this kind waits for a running recalculation instead of being skipped. The one
     /// place this is decided: the `waits_for_lock` column is written from it.
     pub fn waits_for_lock(self) -> bool {
@@ -71,16 +46,6 @@ impl TaskKind {
 impl Serialize for TaskKind {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.serialize_str(self.as_str())
-    }
-}
-
-impl TryFrom<String> for TaskKind {
-    type Error = String;
-    fn try_from(s: String) -> std::result::Result<Self, String> {
-        [Self::RecalculateAll, Self::ForMarketEvents]
-            .into_iter()
-            .find(|kind| kind.as_str() == s)
-            .ok_or_else(|| format!("unknown task kind {s:?}"))
     }
 }
 

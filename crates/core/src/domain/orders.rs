@@ -5,44 +5,15 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    Pending,
-    Processing,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] = [
-        OrderStatus::Pending,
-        OrderStatus::Processing,
-        OrderStatus::Completed,
-        OrderStatus::Failed,
-        OrderStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Processing => "processing",
-            OrderStatus::Completed => "completed",
-            OrderStatus::Failed => "failed",
-            OrderStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-}
-
-impl TryFrom<String> for OrderStatus {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s).ok_or_else(|| format!("unknown order status {s:?}"))
+text_enum! {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum OrderStatus("order status") {
+        Pending => "pending",
+        Processing => "processing",
+        Completed => "completed",
+        Failed => "failed",
+        Cancelled => "cancelled",
     }
 }
 
@@ -55,31 +26,13 @@ pub struct OrderItem {
     pub price_source: PriceBasis,
 }
 
-/// Why a line costs what it costs: an honoured quote, or the current dynamic price at the sale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum PriceBasis {
-    Quote,
-    Current,
-}
-
-impl PriceBasis {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PriceBasis::Quote => "quote",
-            PriceBasis::Current => "current",
-        }
-    }
-}
-
-impl TryFrom<String> for PriceBasis {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "quote" => Ok(PriceBasis::Quote),
-            "current" => Ok(PriceBasis::Current),
-            other => Err(format!("unknown price source {other:?}")),
-        }
+text_enum! {
+    /// Why a line costs what it costs: an honoured quote, or the current dynamic price at the sale.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+    #[serde(rename_all = "lowercase")]
+    pub enum PriceBasis("price source") {
+        Quote => "quote",
+        Current => "current",
     }
 }
 

@@ -239,7 +239,7 @@ async fn list(
     let status = filter
         .status
         .as_deref()
-        .map(|s| super::one_of("status", s, &OrderStatus::ALL, OrderStatus::as_str))
+        .map(|s| super::one_of("status", s, OrderStatus::ALL, OrderStatus::as_str))
         .transpose()?;
     let page = orders::list(&ctx.db, owner.as_deref(), status, page, page_size).await?;
     Ok(axum::Json(Page::new(

@@ -169,7 +169,8 @@ pub async fn stats(pool: &PgPool) -> Result<OrderStats> {
     .fetch_all(pool)
     .await?;
     let counts = OrderStatus::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .map(|s| (s, rows.iter().find(|r| r.0 == s.as_str()).map_or(0, |r| r.1)))
         .collect::<Vec<_>>();
     let completed = counts.iter().find(|(s, _)| *s == OrderStatus::Completed).map_or(0, |c| c.1);
