@@ -126,3 +126,15 @@ impl OrderStats {
         self.count(OrderStatus::Completed) + self.count(OrderStatus::Failed)
     }
 }
+
+/// What a caller brings to reach an order (`orders::access` issues and checks the tokens). The SQL that
+/// applies it is `db::orders::order_access!`.
+#[derive(Debug, Clone, Default)]
+pub struct OrderAccess {
+    /// An admin reaches every order.
+    pub admin: bool,
+    /// A verified shopper reaches their own.
+    pub owner: Option<String>,
+    /// The digest of an `X-Order-Token`, which reaches the one order it was issued for.
+    pub token_hash: Option<Vec<u8>>,
+}

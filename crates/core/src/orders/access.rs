@@ -6,16 +6,7 @@
 use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use sha2::{Digest, Sha256};
 
-/// What a caller brings to reach an order. The SQL that applies it is `db::orders::order_access!`.
-#[derive(Debug, Clone, Default)]
-pub struct OrderAccess {
-    /// An admin reaches every order.
-    pub admin: bool,
-    /// A verified shopper reaches their own.
-    pub owner: Option<String>,
-    /// The digest of an `X-Order-Token`, which reaches the one order it was issued for.
-    pub token_hash: Option<Vec<u8>>,
-}
+pub use crate::domain::OrderAccess;
 
 /// A new order access token: the value for the client, and the digest to store.
 pub fn new_access_token() -> (String, Vec<u8>) {

@@ -14,8 +14,12 @@ use std::sync::Arc;
 
 use sqlx::PgPool;
 
-use super::{after_sale::AfterSale, lines::WantedLine, sale::GroupCommit, OrderRequest, Placed, SaleSlots};
-use crate::{coalesce::Coalescer, db, pricing::PricingService, pricing::Shopper, Result, Settings};
+use super::{
+    after_sale::AfterSale,
+    sale::{GroupCommit, Waiting},
+    Placed, SaleSlots,
+};
+use crate::{coalesce::Coalescer, pricing::PricingService, Result, Settings};
 
 /// The most orders one sale commits.
 const MAX_BATCH: usize = 256;
@@ -26,17 +30,6 @@ const MAX_WAITING: usize = 4 * MAX_BATCH;
 /// commit (its WAL flush) overlaps the next one's statements.
 /// (`tests/shutdown.rs` relies on four consecutive products landing in four queues.)
 const SHARDS: usize = 4;
-
-/// One order waiting for its sale.
-pub(super) struct Waiting {
-    /// The request's span: the sale's work is traced in its first order's.
-    pub span: tracing::Span,
-    pub request: OrderRequest,
-    pub owner: db::orders::OrderOwner,
-    /// Its products in ascending id order, each once.
-    pub lines: Vec<WantedLine>,
-    pub shopper: Shopper,
-}
 
 /// The order queues, one per shard.
 pub(super) struct Batches {

@@ -111,7 +111,7 @@ impl OrderService {
         let shopper = self.pricing.shopper(request.user_location.as_deref(), request.is_prime_member);
         let max_quantity = self.settings.limits.max_quantity;
         let lines = lines::resolve(&self.pricing, &request, &shopper, max_quantity).await?;
-        let waiting = batch::Waiting { span: tracing::Span::current(), request, owner, lines, shopper };
+        let waiting = sale::Waiting { span: tracing::Span::current(), request, owner, lines, shopper };
         self.batches.sell(waiting).await
     }
 

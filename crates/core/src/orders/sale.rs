@@ -12,13 +12,27 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-use super::{after_sale::AfterSale, batch::Waiting, lines, IdempotencyKey};
+use super::{
+    after_sale::AfterSale,
+    lines::{self, IdempotencyKey, OrderRequest, WantedLine},
+};
 use crate::{
     db::{self, idempotency::Claim},
     domain::{Order, OrderItem},
     pricing::PricingService,
     Error, Result, Settings,
 };
+
+/// One order waiting for its sale.
+pub(super) struct Waiting {
+    /// The request's span: the sale's work is traced in its first order's.
+    pub span: tracing::Span,
+    pub request: OrderRequest,
+    pub owner: db::orders::OrderOwner,
+    /// Its products in ascending id order, each once.
+    pub lines: Vec<WantedLine>,
+    pub shopper: crate::pricing::Shopper,
+}
 
 /// An order with less time than this left is not started: it could not commit before its client is told
 /// it failed.

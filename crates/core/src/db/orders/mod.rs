@@ -9,8 +9,7 @@ pub use processing::*;
 pub use sale::*;
 
 use crate::{
-    domain::{Order, OrderItem, OrderStats, OrderStatus, Page},
-    orders::OrderAccess,
+    domain::{Order, OrderAccess, OrderItem, OrderStats, OrderStatus, Page},
     Error, Result,
 };
 use sqlx::PgPool;

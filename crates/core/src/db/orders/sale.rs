@@ -10,8 +10,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::get;
 use crate::{
     db::products::ProductWithMarket,
-    domain::{Buyer, Order, OrderItem, Product},
-    orders::OrderAccess,
+    domain::{Buyer, Order, OrderAccess, OrderItem, Product},
     Error, Result,
 };
 
