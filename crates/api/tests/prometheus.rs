@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use processes::{free_port, Stack, TOKEN};
+use processes::{url_of_pid, Stack, TOKEN};
 use serde_json::{json, Value};
 
 /// The scrape jobs of `deploy/prometheus.yml` and the address setting of the process each one scrapes.
@@ -116,16 +116,17 @@ async fn start_prometheus(stack: &Stack) -> Prometheus {
     let dir = std::env::temp_dir().join(format!("prometheus_{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("prometheus.yml"), test_config(stack)).unwrap();
-    let port = free_port();
     let log = std::fs::File::create(dir.join("log")).unwrap();
     let child = Command::new("prometheus")
         .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        // Port 0: it binds a free port itself, and the test reads which (no port handed over to race for).
+        .arg("--web.listen-address=127.0.0.1:0")
         .stderr(log)
         .spawn()
         .expect("prometheus runs (scripts/services.sh installs Debian's package)");
-    let prometheus = Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: tempdir::Dir(dir) };
+    let url = url_of_pid(child.id()).expect("prometheus listens");
+    let prometheus = Prometheus { child, url, _dir: tempdir::Dir(dir) };
     processes::wait_for(&format!("{}/-/ready", prometheus.url)).await;
     prometheus
 }

@@ -6,7 +6,6 @@
 pub mod otlp;
 
 use std::{
-    net::TcpListener as StdListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus},
     time::{Duration, Instant},
@@ -18,11 +17,17 @@ pub const TOKEN: &str = "process-test-admin-token-0123456789abcdef";
 pub const QUOTE_KEY: &str = "process-test-quote-signing-key-0123456789";
 pub const JWT_SECRET: &str = "process-test-jwt-hs256-secret-0123456789";
 
-/// A port free now, for a program that cannot bind port 0 and say which it got (Prometheus). Another
-/// process may take it before that program binds it; the binaries of this repo are never given one (each
-/// binds port 0 and `Stack` reads the port it got).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `http://` + the address the process `pid` listens on, once it does (`None` after 30 s): every program
+/// a test starts binds port 0 and is found this way, so no port is handed over and raced for.
+pub fn url_of_pid(pid: u32) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(port) = listening_port(pid) {
+            return Some(format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }
 
 /// The TCP port the process `pid` listens on, if it listens yet: its sockets (`/proc/{pid}/fd`) matched
@@ -145,14 +150,7 @@ impl Stack {
     pub fn url_of(&self, var: &str) -> String {
         let exe = exe_of(var);
         let pid = self.children.iter().rev().find(|(name, _)| name == exe).expect("a started process").1.id();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(port) = listening_port(pid) {
-                return format!("http://127.0.0.1:{port}");
-            }
-            assert!(Instant::now() < deadline, "{exe} never listened: {}", self.log(exe));
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        url_of_pid(pid).unwrap_or_else(|| panic!("{exe} never listened: {}", self.log(exe)))
     }
 
     /// What the process has logged so far (one JSON object per line).
