@@ -47,10 +47,6 @@ impl RedisTarget {
         }
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, Self::Cluster(_))
-    }
-
     /// The addresses to open a plain (non-cluster) connection to, in order of preference: the URL, or each
     /// seed node (a SUBSCRIBE on any node of a cluster hears every PUBLISH).
     pub fn node_urls(&self) -> &[String] {
